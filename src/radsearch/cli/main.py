@@ -1,0 +1,67 @@
+"""Entry point of the `radsearch` command.
+
+Each area owns one module with a ``register(app)`` function (cohort, synth, evaluate, train…), so the
+CLI stays a thin layer: parse arguments, call the Python API, print. User errors
+(:class:`radsearch.errors.RadsearchError`) are printed as one line without a traceback, exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from radsearch import __version__
+from radsearch.cli import cohort, evaluate, synth, train
+from radsearch.errors import RadsearchError
+
+app = typer.Typer(
+    name="radsearch",
+    help="Content-based X-ray retrieval: forensic matching across years and diagnostic retrieval.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"radsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """radsearch command line."""
+
+
+for module in (cohort, synth, evaluate, train):
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a RadsearchError becomes one red line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except RadsearchError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        Console(stderr=True).print("aborted")
+        return 130
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        from click.exceptions import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

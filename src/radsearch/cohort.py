@@ -1,0 +1,264 @@
+"""Cohort: the one validated table (one row per image) that every stage reads.
+
+Adapters produce it, training / evaluation / indexing consume it. A manifest written by one tool and
+read by another gives the same Cohort: columns have fixed dtypes (identities are strings, never
+floats), relative image paths resolve against the manifest's folder, and invalid manifests fail at
+load time with the file, line and column named.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radsearch.errors import ManifestError
+from radsearch.io import atomic_path
+
+REQUIRED_COLUMNS = ("image", "subject", "time")
+OPTIONAL_COLUMNS = ("side", "view", "study", "split", "labels", "report")
+TEXT_COLUMNS = ("image", "subject", *OPTIONAL_COLUMNS)
+SPLITS = ("train", "val", "test")
+SIDES = ("L", "R")
+LABEL_SEPARATOR = "|"
+NO_FINDING = "No Finding"
+
+
+class Cohort:
+    """A validated manifest table plus the folder its relative image paths resolve against.
+
+    ``table`` columns: ``image``, ``subject`` (str), ``time`` (float years) and any of ``side``
+    (L/R), ``view``, ``study``, ``split`` (train/val/test or empty), ``labels`` (``a|b``),
+    ``report``; extra columns (e.g. ``kl``, ``site``, ``age``) are kept as they are.
+    """
+
+    def __init__(self, table: pd.DataFrame, root: str | os.PathLike | None = None,
+                 source: str = "in-memory table"):
+        self.source = source
+        self.root = Path(root) if root is not None else None
+        self.table = _validate(table, source)
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Cohort:
+        """Read a manifest (``.csv``, ``.csv.gz`` or ``.parquet``) and validate it."""
+        path = Path(path)
+        if not path.is_file():
+            raise ManifestError(f"{path}: manifest not found. Create one with `radsearch cohort "
+                                f"from-<dataset> … --out {path.name}` or `radsearch synth`.")
+        try:
+            if _is_parquet(path):
+                table = pd.read_parquet(path)
+            else:
+                # Everything as text first: identities such as MIMIC's 8-digit subject_id or
+                # "00012" must never pass through float.
+                table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+        except Exception as exc:  # pandas / pyarrow raise many types for a broken file
+            raise ManifestError(f"{path}: cannot read as a manifest table ({exc}). "
+                                "Expected a CSV with a header row or a Parquet file.") from exc
+        return cls(table, root=path.parent, source=str(path))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the manifest atomically; image paths are rewritten relative to the new folder."""
+        path = Path(path)
+        table = self.table.copy()
+        table["image"] = [_relative_to(p, path.parent.resolve()) for p in self.image_paths()]
+        with atomic_path(path) as tmp:
+            if _is_parquet(path):
+                table.to_parquet(tmp, index=False)
+            else:
+                table.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)
+        return path
+
+    # ------------------------------------------------------------ accessors
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        return (f"Cohort({len(self)} images, {self.table['subject'].nunique()} subjects, "
+                f"source={self.source!r})")
+
+    def has(self, column: str) -> bool:
+        """True when the column exists and at least one row fills it."""
+        if column not in self.table:
+            return False
+        col = self.table[column]
+        return bool((col != "").any()) if col.dtype == object else bool(col.notna().any())
+
+    def image_paths(self) -> list[Path]:
+        """Image paths with relative entries resolved against the manifest's folder."""
+        root = self.root
+        out = []
+        for image in self.table["image"]:
+            p = Path(image)
+            out.append(p if p.is_absolute() or root is None else root / p)
+        return out
+
+    @property
+    def subjects(self) -> np.ndarray:
+        return self.table["subject"].to_numpy(dtype=object)
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.table["time"].to_numpy(dtype=np.float64)
+
+    def subject_codes(self) -> np.ndarray:
+        """Identities as int64 codes 0..n_subjects-1 (sorted by subject string)."""
+        codes, _ = pd.factorize(self.table["subject"], sort=True)
+        return codes.astype(np.int64)
+
+    def label_sets(self) -> list[frozenset[str]]:
+        """Positive findings per row; ``No Finding`` is kept as its own label."""
+        if "labels" not in self.table:
+            raise ManifestError(f"{self.source}: no 'labels' column; diagnostic retrieval needs "
+                                "findings joined by '|' (\"No Finding\" when none).")
+        return [frozenset(x for x in s.split(LABEL_SEPARATOR) if x) for s in self.table["labels"]]
+
+    def label_matrix(self, classes: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Multi-hot matrix (N × C, bool) and the class names of its columns."""
+        sets = self.label_sets()
+        if classes is None:
+            classes = sorted(set().union(*sets)) if sets else []
+        index = {c: i for i, c in enumerate(classes)}
+        matrix = np.zeros((len(sets), len(classes)), dtype=bool)
+        for row, labels in enumerate(sets):
+            for label in labels:
+                if label in index:
+                    matrix[row, index[label]] = True
+        return matrix, list(classes)
+
+    # ------------------------------------------------------------- subsets
+    def subset(self, rows: np.ndarray | Sequence[int] | pd.Series) -> Cohort:
+        """Rows selected by a boolean mask or integer positions, as a new Cohort."""
+        rows = np.asarray(rows)
+        table = self.table[rows] if rows.dtype == bool else self.table.iloc[rows]
+        return Cohort(table.reset_index(drop=True), root=self.root, source=self.source)
+
+    def split(self, name: str) -> Cohort:
+        """The rows of one split; an empty split is an error that names the splits present."""
+        if name not in SPLITS:
+            raise ManifestError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}.")
+        if "split" not in self.table:
+            raise ManifestError(f"{self.source}: no 'split' column, cannot select split {name!r}.")
+        mask = (self.table["split"] == name).to_numpy()
+        if not mask.any():
+            present = sorted(set(self.table["split"]) - {""}) or ["none"]
+            raise ManifestError(f"{self.source}: split {name!r} is empty (splits present: "
+                                f"{', '.join(present)}).")
+        return self.subset(mask)
+
+    def summary(self) -> dict:
+        """Counts a user checks first: images, subjects, images per subject, years, splits, labels."""
+        t = self.table
+        per_subject = t.groupby("subject").size()
+        span = t.groupby("subject")["time"].agg(lambda s: s.max() - s.min())
+        out: dict = {
+            "images": len(t),
+            "subjects": int(t["subject"].nunique()),
+            "images_per_subject": {"min": int(per_subject.min()) if len(t) else 0,
+                                   "median": float(per_subject.median()) if len(t) else 0.0,
+                                   "max": int(per_subject.max()) if len(t) else 0},
+            "subjects_with_2plus_images": int((per_subject >= 2).sum()),
+            "time": {"min": float(t["time"].min()) if len(t) else 0.0,
+                     "max": float(t["time"].max()) if len(t) else 0.0,
+                     "max_span_per_subject": float(span.max()) if len(t) else 0.0},
+        }
+        for column in ("split", "side", "view"):
+            if self.has(column):
+                out[column] = {str(k): int(v) for k, v in t[column].value_counts().items()}
+        if self.has("labels"):
+            counts: dict[str, int] = {}
+            for labels in self.label_sets():
+                for label in labels:
+                    counts[label] = counts.get(label, 0) + 1
+            out["labels"] = dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+        if self.has("report"):
+            out["with_report"] = int((t["report"] != "").sum())
+        return out
+
+
+# ---------------------------------------------------------------- validation
+def _where(source: str, row: int) -> str:
+    """Human position of a row: CSV line numbers count the header as line 1."""
+    if source.endswith((".csv", ".csv.gz")):
+        return f"{source}, line {row + 2}"
+    return f"{source}, row {row}"
+
+
+def _validate(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    if not isinstance(table, pd.DataFrame):
+        raise ManifestError(f"{source}: expected a pandas DataFrame, got {type(table).__name__}.")
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ManifestError(
+            f"{source}: missing required column(s) {', '.join(missing)}; found "
+            f"{', '.join(map(str, table.columns)) or 'no columns'}. A manifest needs image, "
+            "subject, time (years) and may have side, view, study, split, labels, report.")
+    table = table.reset_index(drop=True).copy()
+
+    for column in TEXT_COLUMNS:
+        if column in table:
+            table[column] = _as_text(table[column], column, source)
+
+    for column in ("image", "subject"):
+        empty = np.flatnonzero((table[column].str.strip() == "").to_numpy())
+        if len(empty):
+            raise ManifestError(f"{_where(source, int(empty[0]))}, column '{column}': empty value "
+                                f"({len(empty)} row(s) in all); every image needs a {column}.")
+
+    dup = table["image"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)[:2]
+        raise ManifestError(f"{_where(source, int(rows[1]))}, column 'image': "
+                            f"{table['image'].iloc[rows[1]]!r} also appears at "
+                            f"{_where(source, int(rows[0]))}; each image must be listed once.")
+
+    time = pd.to_numeric(table["time"], errors="coerce")
+    bad = np.flatnonzero(~np.isfinite(time.to_numpy(dtype=np.float64, na_value=np.nan)))
+    if len(bad):
+        raise ManifestError(f"{_where(source, int(bad[0]))}, column 'time': "
+                            f"{table['time'].iloc[bad[0]]!r} is not a finite number of years.")
+    table["time"] = time.astype(np.float64)
+
+    _check_choices(table, "split", SPLITS, source)
+    _check_choices(table, "side", SIDES, source)
+
+    for column in table.columns:
+        if column not in TEXT_COLUMNS and column != "time" and table[column].dtype == object:
+            converted = pd.to_numeric(table[column], errors="coerce")
+            if converted.notna().all() and len(converted):
+                table[column] = converted
+    return table
+
+
+def _as_text(column: pd.Series, name: str, source: str) -> pd.Series:
+    if name == "subject" and pd.api.types.is_float_dtype(column):
+        raise ManifestError(f"{source}, column 'subject': identities are floats here, which merges "
+                            "large ids; store them as text or integers.")
+    return column.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
+                      else str(v)).astype(object)
+
+
+def _check_choices(table: pd.DataFrame, column: str, allowed: tuple[str, ...], source: str) -> None:
+    if column not in table:
+        return
+    bad = np.flatnonzero(~table[column].isin((*allowed, "")).to_numpy())
+    if len(bad):
+        raise ManifestError(f"{_where(source, int(bad[0]))}, column '{column}': "
+                            f"{table[column].iloc[bad[0]]!r} is not one of {', '.join(allowed)} "
+                            "(or empty).")
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    absolute = path if path.is_absolute() else path.resolve()
+    try:
+        return os.path.relpath(absolute, folder)
+    except ValueError:  # different drive on Windows
+        return str(absolute)
