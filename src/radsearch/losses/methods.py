@@ -1,0 +1,239 @@
+"""Method registry: the paper's method names → loss + margin schedule with published settings.
+
+``build_method("AdaTriplet-AM", preset="oai")`` returns a :class:`Method`, the one object a training
+loop needs: call it on a batch for the loss, optimise ``trainable_parameters()`` too (class proxies),
+read ``epoch_stats()`` / ``epoch_histograms()`` for logging and call ``on_epoch_end()`` after the last
+batch of every epoch (AutoMargin sets the next epoch's margins there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from radsearch.errors import ConfigError
+from radsearch.losses.adatriplet import AdaTripletLoss, TripletLoss
+from radsearch.losses.automargin import AutoMargin
+from radsearch.losses.geometry import TripletGeometry, batch_geometry
+from radsearch.losses.pml import ContrastiveLoss, arcface_loss, soft_triple_loss
+from radsearch.losses.sct import SCTLoss
+from radsearch.losses.wat import WATLoss
+
+PRESETS = ("oai", "cxr")
+DELTA_RANGE = (-2.0, 2.0)
+SIM_RANGE = (-1.0, 1.0)
+HISTOGRAM_BINS = 100
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build one named method: a loss builder, an optional AutoMargin rule, defaults."""
+
+    build: Callable[..., nn.Module]
+    defaults: dict[str, Any]
+    per_preset: dict[str, dict[str, Any]] = field(default_factory=dict)
+    automargin: str | None = None  # None, or the AutoMargin rule "mean" / "q1" / "q2"
+    adapt_beta: bool = False
+    proxies: bool = False
+
+    def params(self, preset: str) -> dict[str, Any]:
+        return {**self.defaults, **self.per_preset.get(preset, {})}
+
+
+_TRIPLET = {"triplets": "semihard", "reduction": "reference"}
+_ADA_FIXED = {"lam": 1.0, **_TRIPLET}
+
+
+def _ada_am(rule: str) -> Recipe:
+    return Recipe(AdaTripletLoss, {"epsilon0": 0.25, "beta0": 0.0, "k_delta": 2.0, "k_an": 2.0,
+                                   **_ADA_FIXED},
+                  {"cxr": {"k_an": 4.0}}, automargin=rule, adapt_beta=True)
+
+
+def _triplet_am(rule: str) -> Recipe:
+    return Recipe(TripletLoss, {"epsilon0": 0.25, "k_delta": 2.0, **_TRIPLET}, automargin=rule)
+
+
+METHODS: dict[str, Recipe] = {
+    "AdaTriplet-AM": _ada_am("mean"),
+    "AdaTriplet-Q1": _ada_am("q1"),
+    "AdaTriplet-Q2": _ada_am("q2"),
+    "AdaTriplet": Recipe(AdaTripletLoss, {"epsilon": 0.5, "beta": 0.5, **_ADA_FIXED},
+                         {"cxr": {"beta": 0.75}}),
+    "Triplet-AM": _triplet_am("mean"),
+    "Triplet-Q1": _triplet_am("q1"),
+    "Triplet-Q2": _triplet_am("q2"),
+    "Triplet": Recipe(TripletLoss, {"epsilon": 0.25, **_TRIPLET}, {"cxr": {"epsilon": 0.5}}),
+    "Contrastive": Recipe(ContrastiveLoss, {"pos_margin": 0.5, "neg_margin": 0.75}),
+    "WAT": Recipe(WATLoss, {"k": 0.1}),
+    "SCT": Recipe(SCTLoss, {"margin": 0.25, "lam": 0.5}),
+    "SoftTriplet": Recipe(soft_triple_loss, {"centers_per_class": 10, "la": 20.0, "gamma": 0.1,
+                                             "margin": 0.01, "reference_quirks": False},
+                          proxies=True),
+    "ArcFace": Recipe(arcface_loss, {"margin": 14.3, "scale": 64.0, "reference_quirks": False},
+                      {"cxr": {"margin": 28.6}}, proxies=True),
+}
+
+
+class EpochMonitor:
+    """Running statistics of one epoch for logging: means, mined counts and histograms."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.batches = 0
+        self.loss_sum = 0.0
+        self.sums = torch.zeros(4, dtype=torch.float64)  # Δ sum, Δ count, S_neg sum, S_neg count
+        self.counts: dict[str, float] = {}
+        self.delta_hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.float64)
+        self.sim_hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, geom: TripletGeometry, loss: torch.Tensor, counts: dict[str, int]) -> None:
+        deltas = geom.delta[geom.neg].float().cpu()
+        sims = geom.neg_pair_sims.float().cpu()
+        self.batches += 1
+        self.loss_sum += float(loss.detach())
+        self.sums += torch.tensor([float(deltas.sum()), deltas.numel(),
+                                   float(sims.sum()), sims.numel()], dtype=torch.float64)
+        for key, value in counts.items():
+            self.counts[key] = self.counts.get(key, 0.0) + value
+        self.delta_hist += torch.histc(deltas.clamp(*DELTA_RANGE), HISTOGRAM_BINS, *DELTA_RANGE)
+        self.sim_hist += torch.histc(sims.clamp(*SIM_RANGE), HISTOGRAM_BINS, *SIM_RANGE)
+
+    def stats(self) -> dict[str, float]:
+        n = max(self.batches, 1)
+        out = {
+            "batches": float(self.batches),
+            "loss": self.loss_sum / n,
+            "mean_delta": float(self.sums[0] / self.sums[1]) if self.sums[1] else float("nan"),
+            "mean_neg_sim": float(self.sums[2] / self.sums[3]) if self.sums[3] else float("nan"),
+        }
+        out.update({key: value / n for key, value in self.counts.items()})
+        return out
+
+    def histograms(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {
+            "delta": (np.linspace(*DELTA_RANGE, HISTOGRAM_BINS + 1), self.delta_hist.numpy().copy()),
+            "neg_sim": (np.linspace(*SIM_RANGE, HISTOGRAM_BINS + 1), self.sim_hist.numpy().copy()),
+        }
+
+
+class Method(nn.Module):
+    """A named training objective: loss, optional AutoMargin schedule and per-epoch statistics."""
+
+    def __init__(self, name: str, preset: str, loss: nn.Module, params: dict[str, Any],
+                 automargin: AutoMargin | None = None):
+        super().__init__()
+        self.name = name
+        self.preset = preset
+        self.loss = loss
+        self.automargin = automargin
+        self.params = dict(params)
+        self.monitor = EpochMonitor()
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.automargin is not None:
+            self.loss.epsilon = self.automargin.epsilon
+            if hasattr(self.loss, "beta"):
+                self.loss.beta = self.automargin.beta
+        if hasattr(self.loss, "from_geometry"):
+            geom = batch_geometry(embeddings, labels)
+            value = self.loss.from_geometry(geom)
+        else:
+            value = self.loss(embeddings, labels)
+            with torch.no_grad():
+                geom = batch_geometry(embeddings.detach(), labels)
+        if self.automargin is not None:
+            self.automargin.collect(geom)
+        self.monitor.update(geom, value, self.loss.last_counts)
+        return value
+
+    @property
+    def epsilon(self) -> float | None:
+        return getattr(self.loss, "epsilon", None)
+
+    @property
+    def beta(self) -> float | None:
+        return getattr(self.loss, "beta", None)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Loss parameters the optimiser must update (class proxies); empty for pair losses."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def epoch_stats(self) -> dict[str, float]:
+        """This epoch so far: margins in use, mean Δ, mean negative similarity, mined counts."""
+        stats = self.monitor.stats()
+        if self.automargin is not None:
+            stats["epsilon"] = self.automargin.epsilon
+            stats["beta"] = self.automargin.beta if self.automargin.k_an is not None else (
+                self.beta if self.beta is not None else float("nan"))
+        else:
+            stats["epsilon"] = self.epsilon if self.epsilon is not None else float("nan")
+            stats["beta"] = self.beta if self.beta is not None else float("nan")
+        return stats
+
+    def epoch_histograms(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Histograms of Δ over all triplets and of negative-pair similarities (Fig. 2b–c)."""
+        return self.monitor.histograms()
+
+    def on_epoch_end(self) -> None:
+        """Epoch boundary: AutoMargin sets the next epoch's margins; statistics restart."""
+        if self.automargin is not None:
+            self.automargin.step()
+        self.monitor.reset()
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, preset={self.preset!r}"
+
+
+def build_method(name: str, preset: str = "oai", *, num_classes: int | None = None,
+                 embedding_dim: int = 128, num_train_images: int | None = None,
+                 **overrides: Any) -> Method:
+    """Build a method by its paper name with the published hyper-parameters of ``preset``.
+
+    ``overrides`` replace individual settings (e.g. ``epsilon=0.1``, ``k_an=4``); unknown keys and
+    out-of-range values raise :class:`radsearch.errors.ConfigError`.
+    """
+    if name not in METHODS:
+        close = [m for m in METHODS if m.lower() == name.lower()]
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown method {name!r}.{hint} Available: {', '.join(METHODS)}.")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}.")
+    recipe = METHODS[name]
+    params = recipe.params(preset)
+    unknown = sorted(set(overrides) - set(params))
+    if unknown:
+        raise ConfigError(f"{name} has no setting {', '.join(map(repr, unknown))}; "
+                          f"its settings are {', '.join(params)}.")
+    params.update(overrides)
+
+    loss_kwargs = dict(params)
+    automargin = None
+    if recipe.automargin is not None:
+        automargin = AutoMargin(k_delta=loss_kwargs.pop("k_delta"),
+                                k_an=loss_kwargs.pop("k_an") if recipe.adapt_beta else None,
+                                epsilon0=loss_kwargs.pop("epsilon0"),
+                                beta0=loss_kwargs.pop("beta0", 0.0),
+                                rule=recipe.automargin)
+        loss_kwargs["epsilon"] = automargin.epsilon
+        if recipe.adapt_beta:
+            loss_kwargs["beta"] = automargin.beta
+    if recipe.proxies:
+        loss = recipe.build(num_classes, embedding_dim, num_train_images=num_train_images,
+                            **loss_kwargs)
+    else:
+        try:
+            loss = recipe.build(**loss_kwargs)
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"{name}: {exc}") from exc
+    return Method(name, preset, loss, params, automargin)

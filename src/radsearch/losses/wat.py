@@ -1,0 +1,44 @@
+"""WAT: triplet loss with a per-triplet adaptive margin (adatriplet-spec.md §4).
+
+m = (2 − 2Δ)/(4 − k) + k with Δ detached; hinge (m − Δ)₊ over all triplets with Δ ≤ m, averaged
+over the triplets with a positive hinge. Since m − Δ > 0 ⇔ Δ < ε* = (2 + 4k − k²)/(6 − k), its
+gradient equals a fixed-margin triplet hinge with margin ε* over all triplets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from radsearch.losses.adatriplet import _masked_mean
+from radsearch.losses.geometry import TripletGeometry, batch_geometry
+from radsearch.losses.validation import check_at_least
+
+
+def equivalent_margin(k: float) -> float:
+    """The fixed margin ε* whose triplet hinge has WAT's gradient."""
+    return (2.0 + 4.0 * k - k * k) / (6.0 - k)
+
+
+class WATLoss(nn.Module):
+    def __init__(self, k: float = 0.1):
+        super().__init__()
+        self.k = check_at_least(k, 0.0, "k")
+        if self.k >= 4.0:
+            raise ValueError("k must be < 4")
+        self.last_counts: dict[str, int] = {}
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.from_geometry(batch_geometry(embeddings, labels))
+
+    def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
+        delta_detached = geom.delta.detach()
+        margin = (2.0 - 2.0 * delta_detached) / (4.0 - self.k) + self.k
+        hinge = margin - geom.delta
+        active = geom.neg & (delta_detached <= margin) & (hinge.detach() > 0)
+        self.last_counts = {"mined_triplets": int((geom.neg & (delta_detached <= margin)).sum()),
+                            "active_triplets": int(active.sum())}
+        return _masked_mean(hinge, active, geom.s_ap)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
