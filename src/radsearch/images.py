@@ -1,0 +1,196 @@
+"""Read any radiograph file (PNG / JPEG 8- or 16-bit, DICOM) into one float32 array in [0, 1].
+
+Everything downstream (transforms, models, the web page) sees the same grey levels whatever the
+source format: 0 is black (no attenuation shown), 1 is white, whatever the bit depth or the DICOM
+photometric interpretation. A file that cannot be read raises ``ImageReadError`` naming it, so a
+training run stops on the broken file instead of on an obscure decoder traceback.
+
+DICOM follows the standard display pipeline: stored values → modality LUT (rescale slope/intercept
+or LUT) → VOI LUT (LUT sequence, else window centre/width with its VOI LUT function) → scaling by the
+range that stage can produce (derived from BitsStored, not 65535) → inversion for MONOCHROME1.
+JPEG 2000 and JPEG-LS pixel data are decoded by the pylibjpeg plugins when installed.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from radsearch.errors import ImageReadError
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+_DICOM_MAGIC_OFFSET = 128
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode one image file to a float32 (H, W) array in [0, 1].
+
+    PNG/JPEG/TIFF go through Pillow (8-bit ÷ 255, 16-bit ÷ 65535, colour → luminance); DICOM goes
+    through pydicom with modality and VOI LUTs. Raises ``ImageReadError`` (naming the file) for a
+    missing, empty, truncated, corrupt or non-image file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: image file not found. Check the manifest's 'image' column "
+                             "and the folder it is resolved against.")
+    if not path.is_file():
+        raise ImageReadError(f"{path}: is not a file (a folder?). The 'image' column must name "
+                             "one image file per row.")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes); re-copy or re-export it.")
+    if _looks_like_dicom(path):
+        image = _read_dicom(path)
+    else:
+        image = _read_pillow(path)
+    if image.ndim != 2 or min(image.shape) == 0:
+        raise ImageReadError(f"{path}: decoded to shape {image.shape}, expected one 2-D greyscale "
+                             "image.")
+    if not np.isfinite(image).all():
+        raise ImageReadError(f"{path}: decoded pixel values contain NaN or infinity.")
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+# ------------------------------------------------------------------ Pillow
+# Divisor that maps each Pillow greyscale mode onto [0, 1].
+_PILLOW_SCALE = {"1": 1.0, "L": 255.0, "P": 255.0, "I;16": 65535.0, "I;16L": 65535.0,
+                 "I;16B": 65535.0, "I;16N": 65535.0}
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated / corrupt data fail here, not later
+            array = _pillow_to_unit(img, path)
+    except UnidentifiedImageError:
+        return _read_dicom_without_preamble_or_fail(path)
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot decode the image ({exc}); the file is truncated or "
+                             "corrupt — re-copy or re-export it.") from exc
+    return array
+
+
+def _pillow_to_unit(img: Image.Image, path: Path) -> np.ndarray:
+    mode = img.mode
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA", "P", "LAB", "HSV"):
+        img = img.convert("L")  # ITU-R 601 luminance; radiographs saved as colour are grey anyway
+        mode = "L"
+    if mode in _PILLOW_SCALE:
+        return np.asarray(img, dtype=np.float32) / np.float32(_PILLOW_SCALE[mode])
+    if mode == "I":  # 32-bit integer; 16-bit PNGs decode to it in some Pillow versions
+        values = np.asarray(img, dtype=np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageReadError(f"{path}: 32-bit integer pixels outside 0..65535; "
+                                 "convert the image to 8- or 16-bit greyscale.")
+        return (values / 65535.0).astype(np.float32)
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        if values.min() < 0 or values.max() > 1:
+            raise ImageReadError(f"{path}: floating-point pixels outside [0, 1]; "
+                                 "rescale the image or save it as 8- or 16-bit greyscale.")
+        return values
+    raise ImageReadError(f"{path}: unsupported pixel mode {mode!r}; save it as 8- or "
+                         "16-bit greyscale PNG.")
+
+
+# ------------------------------------------------------------------- DICOM
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(_DICOM_MAGIC_OFFSET + 4)
+    return head[_DICOM_MAGIC_OFFSET:] == b"DICM"
+
+
+def _read_dicom_without_preamble_or_fail(path: Path) -> np.ndarray:
+    """Files that Pillow cannot identify may still be DICOM without the 128-byte preamble."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        if "PixelData" in ds:
+            return _dicom_to_unit(ds, path)
+    except ImageReadError:
+        raise
+    except Exception:  # noqa: BLE001 — pydicom raises many types for non-DICOM bytes
+        pass
+    raise ImageReadError(f"{path}: not an image (neither PNG/JPEG/TIFF nor DICOM). Check that "
+                         "the manifest's 'image' column points at image files.")
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:  # noqa: BLE001 — InvalidDicomError, EOFError, struct errors...
+        raise ImageReadError(f"{path}: cannot parse as DICOM ({exc}); the file is truncated or "
+                             "not DICOM.") from exc
+    if "PixelData" not in ds:
+        raise ImageReadError(f"{path}: DICOM file has no pixel data (a report or structured "
+                             "document?); list only image instances in the manifest.")
+    return _dicom_to_unit(ds, path)
+
+
+def _dicom_to_unit(ds, path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageReadError(f"{path}: PhotometricInterpretation {photometric} is not greyscale; "
+                             "radiographs must be MONOCHROME1 or MONOCHROME2.")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageReadError(f"{path}: multi-frame DICOM ({frames} frames); export the frame "
+                             "you want as a single-frame image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on harmless header quirks
+            stored = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 — missing decoder plugin, truncated pixel data...
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        hint = (f" (transfer syntax {syntax.name}; JPEG 2000 needs pylibjpeg and "
+                "pylibjpeg-openjpeg)" if syntax is not None else "")
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data{hint}: {exc}") from exc
+
+    low, high = _modality_range(ds)
+    values = apply_modality_lut(stored, ds)
+    if ds.get("VOILUTSequence"):
+        values = apply_voi_lut(values if np.issubdtype(values.dtype, np.integer)
+                               else np.rint(values).astype(np.int64), ds, prefer_lut=True)
+        low, high = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        try:
+            values = apply_voi_lut(values, ds)  # maps onto the modality output range [low, high]
+        except ValueError as exc:
+            raise ImageReadError(f"{path}: invalid VOI window ({exc}).") from exc
+    if high <= low:
+        raise ImageReadError(f"{path}: empty output range [{low}, {high}] from BitsStored / "
+                             "rescale tags; check BitsStored and RescaleSlope.")
+    unit = np.clip((np.asarray(values, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    if photometric == "MONOCHROME1":  # minimum value shown white: invert so 1 is always white
+        unit = 1.0 - unit
+    return unit.astype(np.float32)
+
+
+def _modality_range(ds) -> tuple[float, float]:
+    """Lowest and highest value the modality LUT stage can produce, from the stored bit depth."""
+    if ds.get("ModalityLUTSequence"):
+        bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2 ** bits - 1)
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    if int(ds.get("PixelRepresentation", 0)) == 0:
+        low, high = 0.0, float(2 ** bits - 1)
+    else:
+        low, high = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        low, high = sorted((low * float(slope) + float(intercept),
+                            high * float(slope) + float(intercept)))
+    return low, high
