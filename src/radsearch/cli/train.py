@@ -1,7 +1,113 @@
-"""`radsearch` commands of this area (registered by radsearch.cli.main)."""
+"""`radsearch train | embed | compare | demo` — thin commands over radsearch.training."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("train")(train_command)
+    app.command("embed")(embed_command)
+    app.command("compare")(compare_command)
+    app.command("demo")(demo_command)
+
+
+def train_command(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train.epochs=10 "
+                                                     "data.manifest=cohort.csv"),
+) -> None:
+    """Train a forensic matching model; resumes the run folder's last checkpoint if there is one."""
+    from radsearch.training import load_config, train
+    from radsearch.training.engine import run_summary
+
+    cfg = load_config(config, overrides or [])
+    console.print(f"run folder: {cfg.run_dir()}")
+    run_dir = train(cfg)
+    summary = run_summary(run_dir)
+    console.print(f"[green]done[/] {run_dir}  best epoch {summary.get('best_epoch', -1) + 1}, "
+                  f"val {cfg.val.metric} {summary.get(f'best_val_{cfg.val.metric}')}")
+    if "test" in summary:
+        _print_metrics("test (all years)", summary["test"])
+    console.print(f"per-year results: `radsearch evaluate {run_dir}`")
+
+
+def embed_command(
+    run: Path = typer.Argument(..., help="Run folder written by `radsearch train`."),
+    manifest: Path = typer.Argument(..., help="Cohort manifest to embed."),
+    out: Path = typer.Option(..., "--out", help="Output .npy (array) or .npz (embeddings, image, "
+                                                "subject)."),
+    checkpoint: str = typer.Option("best", help="best, last or a checkpoint file."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+) -> None:
+    """Embed every image of a manifest with a trained run's model."""
+    import numpy as np
+
+    from radsearch.cohort import Cohort
+    from radsearch.errors import ConfigError
+    from radsearch.io import atomic_open
+    from radsearch.training.embed import embed_run
+
+    if out.suffix not in (".npy", ".npz"):
+        raise ConfigError(f"--out {out}: use a .npy or .npz file name.")
+    cohort = Cohort.load(manifest)
+    embeddings = embed_run(run, cohort, checkpoint=checkpoint, batch_size=batch_size,
+                           device=device)
+    with atomic_open(out, "wb") as fh:
+        if out.suffix == ".npy":
+            np.save(fh, embeddings)
+        else:
+            np.savez(fh, embeddings=embeddings,
+                     image=np.array([str(p) for p in cohort.image_paths()]),
+                     subject=cohort.subjects.astype(str))
+    console.print(f"{embeddings.shape[0]} × {embeddings.shape[1]} embeddings → {out}")
+
+
+def compare_command(
+    config: Path = typer.Argument(..., help="YAML config shared by every run."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides for every run."),
+    methods: str = typer.Option(..., "--methods", help="Comma-separated method names, e.g. "
+                                                        "AdaTriplet-AM,Triplet,Contrastive."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method."),
+    out: Path = typer.Option(None, "--out", help="Folder for the runs and the table "
+                                                 "(default <run.out_dir>/compare)."),
+) -> None:
+    """Train each method for each seed and write a mean ± SE table per years apart."""
+    from radsearch.training import load_config
+    from radsearch.training.compare import compare
+
+    cfg = load_config(config, overrides or [])
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    path = compare(cfg, names, seeds, out,
+                   on_run=lambda m, s, d: console.print(f"[green]✓[/] {m} seed {s}: {d}"))
+    console.print(path.read_text(encoding="utf-8"), markup=False)
+    console.print(f"table: {path}")
+
+
+def demo_command(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for the cohort, runs and report."),
+    config: Path = typer.Option(None, "--config", help="Demo config (default: configs/demo.yaml "
+                                                       "embedded in the package)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides of the demo config."),
+) -> None:
+    """Synthesise knees, train AdaTriplet-AM and Triplet briefly, write demo/report.md."""
+    from radsearch.training.demo import run_demo
+
+    report = run_demo(out, config=config, overrides=overrides or [], console=console)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    table = Table(title=title)
+    for key in metrics:
+        table.add_column(key)
+    table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in metrics.values()])
+    console.print(table)

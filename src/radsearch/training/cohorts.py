@@ -1,0 +1,93 @@
+"""The cohort a run trains on: load (or synthesise) it, make the splits it lacks, check it is usable.
+
+The result, with a filled ``split`` column, is saved in the run folder as ``cohort.csv`` so
+evaluation and embedding later use exactly the same rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from radsearch.cohort import Cohort
+from radsearch.errors import ConfigError, DataError
+from radsearch.training.config import Config, SynthConfig
+
+
+def load_training_cohort(config: Config) -> Cohort:
+    """The configured cohort with a train / val / test split (subject-grouped where made here)."""
+    data = config.data
+    if (data.manifest is None) == (data.synth is None):
+        raise ConfigError("data: give exactly one source, data.manifest=PATH (a Cohort manifest) "
+                          "or data.synth.kind=knee (a synthetic cohort).")
+    if data.manifest is not None:
+        cohort = Cohort.load(data.manifest)
+    else:
+        cohort = Cohort.load(synthesise(data.synth, Path(config.run.out_dir)))
+    return ensure_splits(cohort, data.val_fraction, data.test_fraction, data.split_seed)
+
+
+def synthesise(spec: SynthConfig, runs_root: Path) -> Path:
+    """Generate the synthetic cohort once (PNG files + manifest); later runs reuse it."""
+    out = Path(spec.out_dir) if spec.out_dir else (
+        runs_root / "_synth" / f"{spec.kind}-n{spec.n_subjects}-s{spec.seed}-px{spec.image_size}")
+    manifest = out / "manifest.csv"
+    if manifest.is_file():
+        return manifest
+    from radsearch import synth
+
+    generate = synth.generate_knee if spec.kind == "knee" else synth.generate_chest
+    generate(spec.n_subjects, seed=spec.seed, image_size=spec.image_size, out_dir=out,
+             **spec.difficulty)
+    return manifest
+
+
+def ensure_splits(cohort: Cohort, val_fraction: float, test_fraction: float, seed: int) -> Cohort:
+    """Fill missing splits by subject: no split at all → train/val/test; no val → carve from train."""
+    table = cohort.table.copy()
+    rng = np.random.default_rng(seed)
+    if not cohort.has("split"):
+        table["split"] = _assign_by_subject(table["subject"], rng,
+                                            {"test": test_fraction, "val": val_fraction})
+    elif not (table["split"] == "val").any():
+        train = (table["split"] == "train").to_numpy()
+        carved = _assign_by_subject(table.loc[train, "subject"], rng, {"val": val_fraction})
+        table.loc[train, "split"] = carved
+    out = Cohort(table, root=cohort.root, source=cohort.source)
+    check_trainable(out)
+    return out
+
+
+def _assign_by_subject(subjects, rng: np.random.Generator, fractions: dict[str, float]):
+    unique = np.array(sorted(set(subjects)), dtype=object)
+    order = rng.permutation(len(unique))
+    split_of: dict[str, str] = {}
+    start = 0
+    for name, fraction in fractions.items():
+        count = int(round(fraction * len(unique)))
+        for idx in order[start:start + count]:
+            split_of[unique[idx]] = name
+        start += count
+    return [split_of.get(s, "train") for s in subjects]
+
+
+def check_trainable(cohort: Cohort) -> None:
+    """Training needs subjects with two images in train, and a non-empty validation fold."""
+    table = cohort.table
+    train = table[table["split"] == "train"]
+    if train.empty:
+        raise DataError(f"{cohort.source}: the train split is empty; set split=train on some rows "
+                        "or remove the split column to let radsearch make a subject-grouped split.")
+    per_subject = train.groupby("subject").size()
+    if int((per_subject >= 2).sum()) < 2:
+        raise DataError(f"{cohort.source}: fewer than two training subjects have two or more "
+                        "images, so there are no positive pairs to learn from; forensic training "
+                        "needs several images (visits) per subject.")
+    val = table[table["split"] == "val"]
+    if val.empty:
+        raise DataError(f"{cohort.source}: the val split is empty; set data.val_fraction > 0 or "
+                        "mark some subjects split=val.")
+    if int((val.groupby("subject").size() >= 2).sum()) == 0:
+        raise DataError(f"{cohort.source}: no validation subject has two images, so validation "
+                        "retrieval has no relevant matches; enlarge the val split.")

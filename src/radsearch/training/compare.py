@@ -1,0 +1,135 @@
+"""``compare``: train every method for every seed under one budget, then tabulate mean ± SE.
+
+The table follows the paper's supplement Table 4: mAP, mAP@R and CMC-1 per years-apart group and
+for "All" (pooled queries), mean ± standard error over seeds, in percent. Runs already finished
+(``summary.json`` present) are reused, so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import sem
+
+from radsearch.errors import ConfigError
+from radsearch.io import write_text
+from radsearch.training.config import Config
+
+TABLE_METRICS = ("mAP", "mAP@R", "CMC@1")
+
+
+def compare(config: Config, methods: Sequence[str], seeds: int | Sequence[int],
+            out_dir: str | Path | None = None,
+            on_run: Callable[[str, int, Path], None] | None = None) -> Path:
+    """Train ``methods`` × ``seeds`` (each in ``out_dir/<method>/s<seed>``); return the table path."""
+    from radsearch.losses import METHODS
+    from radsearch.training.engine import train
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"--methods: unknown method(s) {', '.join(unknown)}; available: "
+                          f"{', '.join(METHODS)}.")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list or not methods:
+        raise ConfigError("compare needs at least one method and one seed.")
+    out = Path(out_dir) if out_dir is not None else Path(config.run.out_dir) / "compare"
+    runs: dict[str, list[Path]] = {}
+    for method in methods:
+        for seed in seed_list:
+            cfg = config.model_copy(deep=True)
+            cfg.method.name = method
+            cfg.method.options = {}
+            cfg.train.seed = seed
+            cfg.run.out_dir = str(out)
+            cfg.run.name = f"{method}/s{seed}"
+            run_dir = cfg.run_dir()
+            if not (run_dir / "summary.json").is_file():
+                train(cfg)
+            runs.setdefault(method, []).append(run_dir)
+            if on_run is not None:
+                on_run(method, seed, run_dir)
+    return write_comparison(runs, out, seed_list)
+
+
+def collect(runs: dict[str, list[Path]]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """method → group → metric → per-seed values, from each run's results.json."""
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method, dirs in runs.items():
+        for run_dir in dirs:
+            path = Path(run_dir) / "results.json"
+            if not path.is_file():
+                raise ConfigError(f"{run_dir}: no results.json (the cohort has no test split?).")
+            groups = json.loads(path.read_text())["groups"]
+            for group, metrics in groups.items():
+                for metric, value in metrics.items():
+                    out.setdefault(method, {}).setdefault(group, {}).setdefault(metric, []) \
+                        .append(float(value))
+    return out
+
+
+def _group_order(groups) -> list[str]:
+    years = sorted((g for g in groups if g != "all"), key=lambda g: (float(g) if _num(g) else 1e9, g))
+    return years + (["all"] if "all" in groups else [])
+
+
+def _num(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(sem(values)) if len(values) > 1 else 0.0
+
+
+def comparison_markdown(values: dict, seeds: Sequence[int]) -> str:
+    methods = list(values)
+    groups = _group_order({g for m in methods for g in values[m]})
+    spread = "Mean ± standard error" if len(seeds) > 1 else "Single run"
+    lines = [f"{spread} over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), in percent; "
+             "columns are years between query and gallery, All pools every query.", ""]
+    for metric in TABLE_METRICS:
+        header = ["method"] + [("All" if g == "all" else f"{g} y") for g in groups]
+        lines += [f"**{metric}**", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        best = {g: max((mean_se(values[m][g][metric])[0] for m in methods
+                        if metric in values[m].get(g, {})), default=None) for g in groups}
+        for method in methods:
+            cells = [method]
+            for g in groups:
+                series = values[method].get(g, {}).get(metric)
+                if not series:
+                    cells.append("–")
+                    continue
+                mean, se = mean_se(series)
+                cell = f"{100 * mean:.1f}" + (f" ± {100 * se:.1f}" if len(series) > 1 else "")
+                cells.append(f"**{cell}**" if best[g] is not None and mean == best[g] else cell)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_comparison(runs: dict[str, list[Path]], out: Path, seeds: Sequence[int]) -> Path:
+    values = collect(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "seed", "group", "metric", "value"])
+    for method, dirs in runs.items():
+        for seed, run_dir in zip(seeds, dirs):
+            groups = json.loads((Path(run_dir) / "results.json").read_text())["groups"]
+            for group, metrics in groups.items():
+                for metric, value in metrics.items():
+                    writer.writerow([method, seed, group, metric, value])
+    write_text(out / "comparison.csv", buffer.getvalue())
+    path = out / "comparison.md"
+    write_text(path, comparison_markdown(values, seeds))
+    return path

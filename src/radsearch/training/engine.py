@@ -1,0 +1,390 @@
+"""The training engine: ``train(config) -> run_dir``.
+
+One epoch = ⌊N_usable / (P·m)⌋ m-per-subject batches (optionally capped for equal budgets). The
+method registry (``radsearch.losses.build_method``) supplies the loss, its miner and trainable
+proxies; ``method.on_epoch_end()`` runs after the last batch of every epoch (AutoMargin updates ε/β
+there). Validation = forensic leave-one-out retrieval inside the held-out fold; the best-metric
+and last checkpoints are written atomically, so a killed run resumes losing at most one epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from radsearch.cohort import Cohort
+from radsearch.errors import RadsearchError
+from radsearch.io import atomic_path, write_json
+from radsearch.training.callbacks import RunLogger
+from radsearch.training.cohorts import load_training_cohort
+from radsearch.training.config import Config
+from radsearch.training.distributed import (DistInfo, average_gradients, barrier, gather_batch,
+                                            init_from_env)
+from radsearch.training.embed import (clean_worker_error, embed_cohort, mirror_right_for,
+                                      resolve_device)
+
+
+class TrainingDivergedError(RadsearchError):
+    """The loss became NaN / infinite; the run stopped and kept its last good checkpoint."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(config: Config, model: torch.nn.Module,
+                    method: torch.nn.Module) -> torch.optim.Optimizer:
+    """Model weights and the loss's own parameters (class proxies) in one optimiser."""
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
+    loss_params = [p for p in method.parameters() if p.requires_grad]
+    if loss_params:
+        groups.append({"params": loss_params, "name": "loss"})
+    o = config.optim
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(groups, lr=o.lr, weight_decay=o.weight_decay, momentum=0.9)
+
+
+def build_loss_method(config: Config, train_cohort: Cohort):
+    from radsearch.losses import build_method
+
+    options = dict(config.method.options)
+    return build_method(config.method.name, preset=config.method.preset or config.data.preset,
+                        num_classes=int(train_cohort.table["subject"].nunique()),
+                        embedding_dim=config.model.embedding_dim,
+                        num_train_images=len(train_cohort), **options)
+
+
+def train_step(model: torch.nn.Module, method: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               images: torch.Tensor, labels: torch.Tensor, *, info: DistInfo = DistInfo(),
+               scaler: torch.amp.GradScaler | None = None,
+               autocast: contextlib.AbstractContextManager | None = None) -> float:
+    """One optimisation step on the global batch; returns the loss (NaN is returned, not stepped)."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast or contextlib.nullcontext():
+        embeddings = model(images)
+    embeddings, labels = gather_batch(embeddings.float(), labels, info)
+    loss = method(embeddings, labels)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        average_gradients(method.parameters(), info)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        average_gradients(method.parameters(), info)
+        optimizer.step()
+    return value
+
+
+class Trainer:
+    """Holds the pieces of one run; :meth:`fit` runs (or resumes) it."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.run_dir = config.run_dir()
+        self.device = resolve_device(config.train.device)
+        self.info = init_from_env(self.device.type)
+        if self.info.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.info.local_rank)
+            torch.cuda.set_device(self.device)
+        if config.train.threads and self.device.type == "cpu":
+            torch.set_num_threads(config.train.threads)
+
+    # ---------------------------------------------------------------- set-up
+    def setup(self) -> None:
+        from radsearch.data import MPerSubjectBatchSampler, build_transforms
+        from radsearch.models import create_model
+
+        c = self.config
+        seed_everything(c.train.seed)
+        cohort = load_training_cohort(c)
+        self.cohort = cohort
+        _check_same_run(c, self.run_dir)
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cohort.save(self.run_dir / "cohort.csv")
+            c.save(self.run_dir / "config.yaml")
+        self.train_cohort = cohort.split("train")
+        self.val_cohort = cohort.split("val")
+        self.mirror_right = mirror_right_for(c, cohort)
+        self.train_images = self._in_memory(self.train_cohort)
+        self.val_images = self._in_memory(self.val_cohort)
+        self.train_transform = build_transforms(c.data.preset, train=True,
+                                                image_size=c.data.image_size, resize=c.data.resize)
+        self.val_transform = build_transforms(c.data.preset, train=False,
+                                              image_size=c.data.image_size, resize=c.data.resize)
+
+        model = create_model(c.model.name, embedding_dim=c.model.embedding_dim, in_chans=1,
+                             weights=c.model.weights, first_conv=c.model.first_conv)
+        model = model.to(self.device)
+        self.gpu = self.device.type == "cuda"
+        if self.gpu and c.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.method = build_loss_method(c, self.train_cohort).to(self.device)
+        self.optimizer = build_optimizer(c, model, self.method)
+        self.ddp_model = model
+        if self.info.enabled:
+            if self.gpu and c.model.sync_batchnorm:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.model = model
+                self.optimizer = build_optimizer(c, model, self.method)
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.gpu else None)
+
+        self.use_amp = self.gpu and c.train.amp
+        bf16 = self.use_amp and torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and not bf16 else None
+
+        codes = self.train_cohort.subject_codes()
+        self.sampler = MPerSubjectBatchSampler(
+            codes, m=c.train.images_per_subject, subjects_per_batch=c.train.subjects_per_batch,
+            policy=c.train.sampler_policy, seed=c.train.seed, rank=self.info.rank,
+            world_size=self.info.world_size)
+        if len(self.sampler) == 0:
+            from radsearch.errors import DataError
+
+            raise DataError(
+                f"{self.cohort.source}: the train split cannot fill one batch of "
+                f"{c.train.subjects_per_batch} subjects × {c.train.images_per_subject} images; "
+                "lower train.subjects_per_batch / train.images_per_subject or use a larger cohort.")
+        self.logger = RunLogger(self.run_dir, tensorboard=self.info.is_main)
+        self.start_epoch = 0
+        self.best = {"metric": -math.inf, "epoch": -1}
+        self._resume()
+
+    def _in_memory(self, cohort: Cohort):
+        if not self.config.data.in_memory:
+            return None
+        from radsearch.images import read_image
+
+        return [np.round(read_image(p) * 255).astype(np.uint8) for p in cohort.image_paths()]
+
+    def _resume(self) -> None:
+        path = self.run_dir / "last.pt"
+        if not (self.config.run.resume and path.is_file()):
+            if self.info.is_main:
+                for stale in ("metrics.csv", "histograms.npz"):
+                    (self.run_dir / stale).unlink(missing_ok=True)
+                self.logger.rows, self.logger.histograms = [], {}
+            return
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.best = dict(state["best"])
+        self.logger.keep_until(self.start_epoch)
+        self.resumed_from = self.start_epoch
+
+    # -------------------------------------------------------------- training
+    def fit(self) -> Path:
+        c = self.config
+        for epoch in range(self.start_epoch, c.train.epochs):
+            row, histograms = self._train_epoch(epoch)
+            last = epoch == c.train.epochs - 1
+            if (epoch + 1) % c.val.every == 0 or last:
+                row.update(self._validate(epoch))
+            self.logger.log_epoch(row, histograms) if self.info.is_main else None
+            self._checkpoint(epoch, row)
+            barrier(self.info)
+        if self.info.is_main:
+            self._final_test()
+        self.logger.close()
+        return self.run_dir
+
+    def _loader(self, epoch: int) -> DataLoader:
+        from radsearch.data import CohortDataset, seed_worker
+
+        dataset = CohortDataset(self.train_cohort, transform=self.train_transform,
+                                images=self.train_images, mirror_right=self.mirror_right)
+        generator = torch.Generator()
+        generator.manual_seed(self.config.train.seed * 100_003 + epoch * 1_009 + self.info.rank)
+        self.sampler.set_epoch(epoch)
+        workers = self.config.data.workers
+        return DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+                          worker_init_fn=seed_worker if workers else None, generator=generator,
+                          pin_memory=self.gpu)
+
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], dict]:
+        c = self.config
+        # Re-seeding per epoch makes a resumed run draw the same augmentations as an unbroken one.
+        seed_everything(c.train.seed * 100_003 + epoch * 1_009 + self.info.rank)
+        self.ddp_model.train()
+        n_batches = len(self.sampler)
+        if c.train.max_batches_per_epoch:
+            n_batches = min(n_batches, c.train.max_batches_per_epoch)
+        losses: list[float] = []
+        started = time.perf_counter()
+        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
+                    else contextlib.nullcontext())
+        with _progress(c.train.progress and self.info.is_main, f"epoch {epoch + 1}/{c.train.epochs}",
+                       n_batches) as advance:
+            try:
+                for step, (images, labels, _rows) in enumerate(self._loader(epoch)):
+                    if step >= n_batches:
+                        break
+                    images = images.to(self.device, non_blocking=True)
+                    if self.gpu and c.train.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    labels = labels.to(self.device, non_blocking=True)
+                    loss = train_step(self.ddp_model, self.method, self.optimizer, images, labels,
+                                      info=self.info, scaler=self.scaler, autocast=autocast)
+                    if not math.isfinite(loss):
+                        self._diverged(epoch, step, loss)
+                    losses.append(loss)
+                    advance(loss)
+            except RadsearchError as exc:
+                raise clean_worker_error(exc) from None
+        stats = {k: float(v) for k, v in self.method.epoch_stats().items()}
+        histograms = self.method.epoch_histograms()
+        self.method.on_epoch_end()
+        row = {"epoch": float(epoch), "loss": float(np.mean(losses)) if losses else math.nan,
+               "batches": float(len(losses)),
+               "seconds": time.perf_counter() - started, **stats}
+        return row, histograms
+
+    def _diverged(self, epoch: int, step: int, loss: float) -> None:
+        kept = (f"the last good checkpoint is kept at {self.run_dir / 'last.pt'} "
+                f"(after epoch {self.start_epoch_done()})" if (self.run_dir / "last.pt").is_file()
+                else "no checkpoint had been written yet")
+        raise TrainingDivergedError(
+            f"epoch {epoch + 1}, batch {step + 1}: the loss is {loss}; the run stopped and "
+            f"{kept}. Lower optim.lr, check the images for corrupt values, or try model.weights.")
+
+    def start_epoch_done(self) -> int:
+        state = torch.load(self.run_dir / "last.pt", map_location="cpu", weights_only=False)
+        return int(state["epoch"])
+
+    # ------------------------------------------------------------ validation
+    def _validate(self, epoch: int) -> dict[str, float]:
+        if not self.info.is_main:
+            return {}
+        from radsearch.evaluation import evaluate_forensic
+
+        c = self.config
+        embeddings = embed_cohort(self.model, self.val_cohort, self.val_transform,
+                                  batch_size=c.val.batch_size, device=self.device,
+                                  workers=c.data.workers, mirror_right=self.mirror_right,
+                                  images=self.val_images,
+                                  channels_last=self.gpu and c.train.channels_last)
+        result = evaluate_forensic(embeddings, self.val_cohort, leave_one_out=True)
+        overall = result.groups["all"]
+        if c.val.metric not in overall:
+            from radsearch.errors import ConfigError
+
+            raise ConfigError(f"val.metric={c.val.metric!r} is not a forensic metric; use one of "
+                              f"{', '.join(k for k in overall if k != 'n_queries')}.")
+        return {f"val_{k}": float(v) for k, v in overall.items()}
+
+    def _checkpoint(self, epoch: int, row: dict[str, float]) -> None:
+        if not self.info.is_main:
+            return
+        key = f"val_{self.config.val.metric}"
+        improved = key in row and math.isfinite(row[key]) and row[key] > self.best["metric"]
+        if improved:
+            self.best = {"metric": float(row[key]), "epoch": epoch}
+        state = {"model": self.model.state_dict(), "method": self.method.state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                 "epoch": epoch + 1, "best": self.best, "config": self.config.model_dump(mode="json")}
+        if improved:
+            _save(state, self.run_dir / "best.pt")
+        _save(state, self.run_dir / "last.pt")
+
+    def _final_test(self) -> None:
+        """Per-year forensic results of the best checkpoint on the test split (results.json)."""
+        summary = {"best_epoch": self.best["epoch"], f"best_val_{self.config.val.metric}":
+                   self.best["metric"] if math.isfinite(self.best["metric"]) else None,
+                   "epochs": self.config.train.epochs, "method": self.config.method.name,
+                   "seed": self.config.train.seed}
+        if (self.cohort.table["split"] == "test").any():
+            from radsearch.evaluation import evaluate_forensic
+            from radsearch.training.embed import load_run_model
+
+            test = self.cohort.split("test")
+            model = load_run_model(self.run_dir, "best", self.device)
+            embeddings = embed_cohort(model, test, self.val_transform,
+                                      batch_size=self.config.val.batch_size, device=self.device,
+                                      workers=self.config.data.workers,
+                                      mirror_right=self.mirror_right,
+                                      images=self._in_memory(test))
+            result = evaluate_forensic(embeddings, test)
+            write_json(self.run_dir / "results.json", result.to_dict())
+            summary["test"] = result.groups.get("all", {})
+        write_json(self.run_dir / "summary.json", summary)
+
+
+# Settings that may change when a run is resumed (they do not change what is learned).
+_RESUMABLE = {("train", "epochs"), ("train", "progress"), ("train", "device"), ("train", "threads"),
+              ("data", "workers"), ("run", "resume"), ("val", "batch_size")}
+
+
+def _check_same_run(config: Config, run_dir: Path) -> None:
+    """Resuming a folder trained with other settings would mix two experiments: refuse."""
+    saved_path = run_dir / "config.yaml"
+    if not (config.run.resume and (run_dir / "last.pt").is_file() and saved_path.is_file()):
+        return
+    from radsearch.errors import ConfigError
+    from radsearch.training.config import load_config
+
+    saved = load_config(saved_path).model_dump(mode="json")
+    new = config.model_dump(mode="json")
+    for section, values in new.items():
+        for key, value in values.items():
+            if (section, key) not in _RESUMABLE and saved.get(section, {}).get(key) != value:
+                raise ConfigError(
+                    f"{run_dir} holds a run with {section}.{key}="
+                    f"{saved.get(section, {}).get(key)!r}, not {value!r}; choose another "
+                    "run.name / run.out_dir, or run.resume=false to start it again.")
+
+
+def _save(state: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, description: str, total: int):
+    if not enabled:
+        yield lambda loss: None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                  TimeRemainingColumn(), transient=False) as progress:
+        task = progress.add_task(description, total=total, loss="-")
+        yield lambda loss: progress.update(task, advance=1, loss=f"{loss:.4f}")
+
+
+def train(config: Config) -> Path:
+    """Train (or resume) the run described by ``config``; returns its folder."""
+    trainer = Trainer(config)
+    trainer.setup()
+    return trainer.fit()
+
+
+def run_summary(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
