@@ -1,0 +1,236 @@
+"""Where each relevant gallery item lands in a query's ranking, streamed in bounded memory.
+
+Every rank-based metric (AP, mAP@R, CMC, MRR, precision@k, mAP@k) is a closed-form function of two
+counts per relevant item j of a query (see :mod:`radsearch.evaluation.metrics`):
+
+* ``ge_all[j]`` — gallery items (excluded ones aside) scoring at least as high as j: its rank at the
+  end of its tie block, 1-based;
+* ``ge_rel[j]`` — relevant items scoring at least as high as j.
+
+So no full sort of a row is needed when the relevant items are few (forensic matching): one matrix
+product per chunk of queries gives the similarities, the lowest relevant score of each row selects
+the few candidates that can outrank a relevant item, and a search over the (sorted) relevant scores
+counts them. :func:`label_ranks` handles dense relevance (diagnostic retrieval, where half the
+database can be relevant) by sorting each row of a chunk instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DEFAULT_MEMORY_MB = 256
+_ROW_STRIDE = 1 << 32  # keys: row * 2^32 + order-preserving int32 image of the float score
+
+
+@dataclass(frozen=True)
+class RelevantRanks:
+    """Rank counts of every relevant (query, gallery item) pair, flattened over queries."""
+
+    n_queries: int
+    query: np.ndarray  # int64 [P]: query index of each relevant pair
+    ge_all: np.ndarray  # int64 [P]: items scoring >= this relevant item (its pessimistic rank)
+    ge_rel: np.ndarray  # int64 [P]: relevant items scoring >= this relevant item
+    n_relevant: np.ndarray  # int64 [n_queries]: R, relevant gallery items per query
+
+    @staticmethod
+    def concatenate(parts: list[RelevantRanks], n_queries: int) -> RelevantRanks:
+        """Join chunk results whose ``query`` indices are already global."""
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return RelevantRanks(n_queries, empty, empty, empty, np.zeros(n_queries, np.int64))
+        return RelevantRanks(
+            n_queries,
+            np.concatenate([p.query for p in parts]),
+            np.concatenate([p.ge_all for p in parts]),
+            np.concatenate([p.ge_rel for p in parts]),
+            np.sum([p.n_relevant for p in parts], axis=0),
+        )
+
+
+def prepare(vectors: np.ndarray | torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """float32 CPU tensor, L2-normalised per row when ``normalize`` (cosine similarity)."""
+    tensor = torch.as_tensor(np.asarray(vectors) if not isinstance(vectors, torch.Tensor)
+                             else vectors).detach().to("cpu", torch.float32)
+    if tensor.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D array [N, D], got shape {tuple(tensor.shape)}")
+    if normalize:
+        tensor = torch.nn.functional.normalize(tensor, dim=1)
+    return tensor.contiguous()
+
+
+def chunk_rows(n_gallery: int, bytes_per_cell: int, memory_mb: float) -> int:
+    """Query rows per chunk so that the chunk's per-cell work arrays stay within ``memory_mb``."""
+    return max(1, int(memory_mb * 2**20) // max(1, n_gallery * bytes_per_cell))
+
+
+# --------------------------------------------------------------------------- identity relevance
+def identity_ranks(query: torch.Tensor, gallery: torch.Tensor, query_ids: np.ndarray,
+                   gallery_ids: np.ndarray, *, query_groups: np.ndarray | None = None,
+                   gallery_groups: np.ndarray | None = None,
+                   memory_mb: float = DEFAULT_MEMORY_MB) -> RelevantRanks:
+    """Ranks of same-identity gallery items for every query (similarity = dot product).
+
+    A gallery item with the query's identity **and** the query's group is excluded from that
+    query's ranking altogether (neither relevant nor impostor): self-matches (group = row index)
+    or the leave-one-out rule "same subject, same year and view" (group = code of year and view).
+    Identities and groups are int64 codes; they never pass through float.
+    """
+    n_queries, n_gallery = query.shape[0], gallery.shape[0]
+    pair_q, pair_g = _same_identity_pairs(query_ids, gallery_ids)
+    excluded = np.zeros(len(pair_q), dtype=bool)
+    if query_groups is not None and gallery_groups is not None:
+        excluded = np.asarray(query_groups, np.int64)[pair_q] == \
+            np.asarray(gallery_groups, np.int64)[pair_g]
+    rel_q, rel_g = pair_q[~excluded], pair_g[~excluded]
+    ex_q, ex_g = pair_q[excluded], pair_g[excluded]
+    n_relevant = np.bincount(rel_q, minlength=n_queries).astype(np.int64)
+
+    # Similarities (4 B) and the candidate mask (1 B) per cell; numpy's comparison and
+    # flatnonzero are several times faster than torch's bool reductions here.
+    rows = chunk_rows(n_gallery, 5, memory_mb)
+    rows = min(rows, max(n_queries, 1))
+    scores_buffer = np.empty((rows, n_gallery), dtype=np.float32)
+    mask_buffer = np.empty((rows, n_gallery), dtype=bool)
+    query_np = query.numpy()
+    gallery_t = np.ascontiguousarray(gallery.numpy().T)
+    parts: list[RelevantRanks] = []
+    for start, stop in _chunks(n_queries, rows):
+        a, b = np.searchsorted(rel_q, [start, stop])
+        if a == b:
+            continue
+        scores = np.matmul(query_np[start:stop], gallery_t, out=scores_buffer[: stop - start])
+        ea, eb = np.searchsorted(ex_q, [start, stop])
+        scores[ex_q[ea:eb] - start, ex_g[ea:eb]] = -np.inf
+        local_rows = rel_q[a:b] - start
+        ge_all, ge_rel = _count_at_least(scores, local_rows, scores[local_rows, rel_g[a:b]],
+                                         mask_buffer[: stop - start])
+        parts.append(RelevantRanks(n_queries, rel_q[a:b], ge_all, ge_rel,
+                                   np.zeros(n_queries, np.int64)))
+    ranks = RelevantRanks.concatenate(parts, n_queries)
+    return RelevantRanks(n_queries, ranks.query, ranks.ge_all, ranks.ge_rel, n_relevant)
+
+
+def _same_identity_pairs(query_ids: np.ndarray, gallery_ids: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """All (query, gallery) index pairs sharing an identity, sorted by query index."""
+    order = np.argsort(gallery_ids, kind="stable")
+    sorted_ids = gallery_ids[order]
+    lo = np.searchsorted(sorted_ids, query_ids, side="left")
+    hi = np.searchsorted(sorted_ids, query_ids, side="right")
+    counts = hi - lo
+    pair_q = np.repeat(np.arange(len(query_ids), dtype=np.int64), counts)
+    offsets = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts,
+                                                                  counts)
+    pair_g = order[np.repeat(lo, counts) + offsets].astype(np.int64)
+    return pair_q, pair_g
+
+
+def _order_keys(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """int64 keys ordered like (row, value): exact, unlike adding a row offset to a float."""
+    bits = (values.astype(np.float32) + np.float32(0.0)).view(np.int32).astype(np.int64)
+    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: reverse magnitude order
+    return rows.astype(np.int64) * _ROW_STRIDE + bits  # (+ 0.0 above turns -0.0 into +0.0)
+
+
+def _count_at_least(scores: np.ndarray, rows: np.ndarray, relevant_scores: np.ndarray,
+                    mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each relevant (row, score): items of the row with score >= it, and relevant ones."""
+    lowest = np.full(scores.shape[0], np.inf, dtype=np.float32)
+    np.minimum.at(lowest, rows, relevant_scores)
+    # Only items at or above a row's lowest relevant score can precede a relevant item.
+    np.greater_equal(scores, lowest[:, None], out=mask)
+    flat = np.flatnonzero(mask)
+    candidate_rows, candidates = flat // scores.shape[1], scores.reshape(-1)[flat]
+
+    keys = _order_keys(rows, relevant_scores)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    # position just past each row's block of sorted relevant keys
+    row_end = np.searchsorted(sorted_keys, (rows[order] + 1) * _ROW_STRIDE - (1 << 31))
+    # candidates binned by how many relevant keys (this row's and earlier rows') they reach
+    reached = np.searchsorted(sorted_keys, _order_keys(candidate_rows, candidates), side="right")
+    cumulative = np.cumsum(np.bincount(reached, minlength=len(keys) + 1))
+    ge_all_sorted = cumulative[row_end] - cumulative[np.arange(len(keys))]
+    ge_rel_sorted = row_end - np.searchsorted(sorted_keys, sorted_keys, side="left")
+    ge_all = np.empty_like(ge_all_sorted)
+    ge_all[order] = ge_all_sorted
+    ge_rel = np.empty_like(ge_rel_sorted)
+    ge_rel[order] = ge_rel_sorted
+    return ge_all.astype(np.int64), ge_rel.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------ dense relevance
+@dataclass
+class SortedChunk:
+    """One chunk of queries with every row sorted by decreasing score and its tie blocks."""
+
+    start: int
+    order: torch.Tensor  # int64 [c, G]: gallery index at each rank
+    block_start: torch.Tensor  # int64 [c, G]: first rank of the tie block of each rank
+    block_end: torch.Tensor  # int64 [c, G]: last rank of the tie block of each rank
+
+    def ranks(self, relevant: torch.Tensor) -> RelevantRanks:
+        """Rank counts for a boolean relevance matrix [c, G] in gallery order (local rows)."""
+        rel_sorted = relevant.gather(1, self.order)
+        cumulative = torch.cumsum(rel_sorted, dim=1)
+        rows, cols = torch.nonzero(rel_sorted, as_tuple=True)
+        end = self.block_end[rows, cols]
+        return RelevantRanks(relevant.shape[0], rows.numpy(), (end + 1).numpy(),
+                             cumulative[rows, end].numpy(), rel_sorted.sum(1).numpy())
+
+    def ndcg(self, gains: torch.Tensor, k: int) -> np.ndarray:
+        """nDCG@k per row with gains averaged over tie blocks (scikit-learn's ndcg_score)."""
+        k = min(k, gains.shape[1])
+        sorted_gains = gains.gather(1, self.order).to(torch.float64)
+        cumulative = torch.cumsum(sorted_gains, dim=1)
+        start, end = self.block_start[:, :k], self.block_end[:, :k]
+        before = torch.where(start > 0, cumulative.gather(1, (start - 1).clamp(min=0)),
+                             torch.zeros((), dtype=torch.float64))
+        block_mean = (cumulative.gather(1, end) - before) / (end - start + 1)
+        discount = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
+        dcg = (block_mean * discount).sum(1)
+        ideal = (torch.topk(gains.to(torch.float64), k, dim=1).values * discount).sum(1)
+        out = torch.full_like(dcg, float("nan"))
+        ok = ideal > 0
+        out[ok] = dcg[ok] / ideal[ok]
+        return out.numpy()
+
+
+def sorted_chunks(query: torch.Tensor, gallery: torch.Tensor, *,
+                  query_in_gallery: np.ndarray | None = None,
+                  memory_mb: float = DEFAULT_MEMORY_MB) -> Iterator[SortedChunk]:
+    """Yield chunks of fully sorted similarity rows (for dense relevance and nDCG).
+
+    ``query_in_gallery[i]`` = gallery row of query i (or -1): that item is pushed below every
+    other one; callers must also drop it from the relevance matrix.
+    """
+    n_queries, n_gallery = query.shape[0], gallery.shape[0]
+    rows = chunk_rows(n_gallery, 48, memory_mb)  # scores, sorted scores, 4 int64 work arrays
+    positions = torch.arange(n_gallery)
+    for start, stop in _chunks(n_queries, rows):
+        scores = query[start:stop] @ gallery.T
+        if query_in_gallery is not None:
+            own = torch.from_numpy(np.asarray(query_in_gallery[start:stop], np.int64))
+            inside = own >= 0
+            scores[torch.nonzero(inside).flatten(), own[inside]] = float("-inf")
+        sorted_scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
+        del scores
+        differs = sorted_scores[:, 1:] != sorted_scores[:, :-1]
+        last = torch.ones_like(sorted_scores, dtype=torch.bool)
+        last[:, :-1] = differs
+        first = torch.ones_like(last)
+        first[:, 1:] = differs
+        big = torch.full((), n_gallery, dtype=torch.int64)
+        block_end = torch.where(last, positions, big).flip(1).cummin(1).values.flip(1)
+        block_start = torch.where(first, positions, torch.zeros((), dtype=torch.int64)).cummax(
+            1).values
+        yield SortedChunk(start, order, block_start, block_end)
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
