@@ -1,7 +1,162 @@
-"""`radsearch` commands of this area (registered by radsearch.cli.main)."""
+"""`radsearch evaluate` — score any embeddings (ours or a foundation model's) under a protocol.
 
+Row i of the embeddings (N × D, ``.npy``) belongs to row i of the manifest. Prints the per-year
+(forensic) or per-class (diagnostic) table; ``--json`` writes the machine-readable result and
+``--table STEM`` writes STEM.md / .csv / .json tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
 import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from radsearch.cohort import Cohort
+from radsearch.errors import ConfigError, DataError
+from radsearch.io import write_json
+
+console = Console()
+
+FORENSIC_COLUMNS = ("mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first", "CMC@5_first")
+DIAGNOSTIC_COLUMNS = ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "P@10", "MRR", "nDCG@10")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add the `evaluate` command to the root app."""
+    app.command("evaluate")(evaluate_command)
+
+
+def evaluate_command(
+    run: Path | None = typer.Argument(None, help="A training run folder (embeds its test split "
+                                                 "with the best checkpoint)."),
+    embeddings: list[Path] = typer.Option(
+        [], "--embeddings", "-e", help="Embeddings .npy [N, D], row i = manifest row i. Repeat "
+                                       "for a k-fold ensemble (mean cosine similarity)."),
+    cohort_path: Path | None = typer.Option(None, "--cohort", "-c", help="Manifest of the rows."),
+    protocol: str = typer.Option("forensic", "--protocol", "-p",
+                                 help="forensic (same subject across years) or diagnostic "
+                                      "(same findings)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
+    table_out: Path | None = typer.Option(None, "--table",
+                                          help="Write STEM.md, STEM.csv and STEM.json tables."),
+    split: str | None = typer.Option(None, "--split", help="Forensic: use only this split's "
+                                                           "rows (train/val/test)."),
+    view: str | None = typer.Option(None, "--view", help="Use only this view (e.g. PA)."),
+    leave_one_out: bool = typer.Option(False, "--leave-one-out",
+                                       help="Forensic: query = gallery = all rows, ignoring the "
+                                            "subject's images of the same year and view."),
+    bands: str | None = typer.Option(None, "--bands", help="Forensic: year bands, e.g. "
+                                                           "'4-5,6-8,9-12'."),
+    at_least: list[int] = typer.Option([], "--at-least", help="Forensic: add a group of queries "
+                                                              "at >= N years (repeatable)."),
+    database: str = typer.Option("train", "--database", help="Diagnostic: database split."),
+    queries: str = typer.Option("test", "--queries", help="Diagnostic: query split."),
+    relevance: str = typer.Option("any", "--relevance",
+                                  help="Diagnostic: any | exact | jaccard."),
+    per_class_relevance: str = typer.Option("class", "--per-class-relevance",
+                                            help="Diagnostic per-class rows: class | overall."),
+    normalisation: str = typer.Option("dscmr", "--normalisation",
+                                      help="Diagnostic mAP@k: dscmr | ath | textbook."),
+    logits: Path | None = typer.Option(None, "--logits", help="Diagnostic: label-head logits "
+                                                              ".npy [N, classes] for Acc@1/5."),
+) -> None:
+    """Evaluate embeddings under the forensic or diagnostic protocol and print the table."""
+    from radsearch.evaluation import evaluate_diagnostic, evaluate_forensic, result_table
+
+    if protocol not in ("forensic", "diagnostic"):
+        raise ConfigError(f"--protocol {protocol!r}: use forensic or diagnostic.")
+    arrays, cohort = _inputs(run, embeddings, cohort_path)
+    if protocol == "forensic":
+        if split is not None:
+            if not cohort.has("split"):
+                raise ConfigError(f"{cohort.source}: no 'split' column, cannot use --split.")
+            mask = (cohort.table["split"] == split).to_numpy()
+            if not mask.any():
+                raise DataError(f"{cohort.source}: split {split!r} has no rows.")
+            arrays = [a[mask] for a in arrays]
+            cohort = cohort.subset(mask)
+        result = evaluate_forensic(arrays if len(arrays) > 1 else arrays[0], cohort,
+                                   leave_one_out=leave_one_out, view=view,
+                                   year_bands=[b.strip() for b in bands.split(",") if b.strip()]
+                                   if bands else None, at_least=at_least or None)
+        columns = FORENSIC_COLUMNS
+    else:
+        if not cohort.has("labels"):
+            raise ConfigError(f"{cohort.source}: no 'labels' column; the diagnostic protocol "
+                              "needs findings joined by '|' in a labels column.")
+        logit_array = _load_array(logits, "logits") if logits is not None else None
+        result = evaluate_diagnostic(arrays if len(arrays) > 1 else arrays[0], cohort,
+                                     database=database, queries=queries, relevance=relevance,
+                                     per_class_relevance=per_class_relevance,
+                                     normalisation=normalisation, logits=logit_array, view=view)
+        columns = DIAGNOSTIC_COLUMNS + (("Acc@1", "Acc@5") if logits is not None else ())
+    table = result_table(result, [c for c in columns if c in result.groups["all"]], digits=3)
+    _print(table, result)
+    if json_out is not None:
+        write_json(json_out, result.to_dict())
+        console.print(f"wrote {json_out}")
+    if table_out is not None:
+        from radsearch.evaluation import write_tables
+
+        for path in write_tables(result_table(result), table_out):
+            console.print(f"wrote {path}")
+
+
+def _inputs(run: Path | None, embeddings: list[Path], cohort_path: Path | None
+            ) -> tuple[list[np.ndarray], Cohort]:
+    """Embeddings and cohort from files, or from a run folder (``--cohort`` overrides)."""
+    cohort = Cohort.load(cohort_path) if cohort_path is not None else None
+    if embeddings:
+        if cohort is None:
+            raise ConfigError("--embeddings needs --cohort MANIFEST (row i of the embeddings "
+                              "belongs to row i of the manifest).")
+        from radsearch.evaluation.protocols import embedding_matrix
+
+        arrays = [_load_array(path, "embeddings") for path in embeddings]
+        for path, array in zip(embeddings, arrays):
+            embedding_matrix(array, len(cohort), source=f"{path} (vs {cohort.source})")
+        return arrays, cohort
+    if run is None:
+        raise ConfigError("nothing to evaluate: give --embeddings E.npy --cohort MANIFEST, or a "
+                          "training run folder.")
+    try:
+        from radsearch.training.embed import default_eval_cohort, embed_run
+    except ImportError as exc:
+        raise ConfigError(f"cannot evaluate run {run}: radsearch.training.embed is not available "
+                          f"({exc}); pass --embeddings and --cohort instead.") from exc
+    if cohort is None:
+        cohort = default_eval_cohort(run)
+    return [np.asarray(embed_run(run, cohort, checkpoint="best"))], cohort
+
+
+def _load_array(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found.")
+    if path.suffix.lower() != ".npy":
+        raise DataError(f"{path}: {what} must be a NumPy .npy file (np.save(path, array)).")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: cannot read as a .npy array ({exc}).") from exc
+
+
+def _print(table, result) -> None:
+    widths = [max(len(table.header[i]), *(len(r[i]) for r in table.rows)) + 3
+              for i in range(len(table.header))]
+    out = Console(width=max(console.width, sum(widths) + 2))
+    rich_table = RichTable(title=f"{table.title} — gallery {result.n_gallery} images, "
+                                 f"{result.n_skipped_queries} queries skipped (no relevant item)")
+    for index, name in enumerate(table.header):
+        rich_table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
+    for row in table.rows:
+        rich_table.add_row(*row)
+    out.print(rich_table)
+    if result.protocol == "forensic":
+        console.print("CMC@k = multi-match (AdaTriplet tables); CMC@k_first = first match.")
+    else:
+        console.print(f"relevance: {result.settings['relevance']}; mAP@k normalisation: "
+                      f"{result.settings['normalisation']}; per-class rows: "
+                      f"{result.settings['per_class_relevance']} relevance.")
