@@ -22,6 +22,7 @@ from pathlib import Path
 import multiprocessing
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
@@ -290,3 +291,15 @@ def run_subjects(task: Callable[[int], object], n_subjects: int, workers: int | 
 
 def flatten(per_subject: Iterable[list]) -> list:
     return [item for items in per_subject for item in items]
+
+
+def finish_cohort(table: pd.DataFrame, pixels: list[list[np.ndarray]], out: Path | None,
+                  ) -> SynthCohort:
+    """In memory: stack the pixels in row order. On disk: write the manifest last, then reload it
+    (so the returned cohort is exactly what a user's ``Cohort.load`` will see)."""
+    if out is None:
+        images = np.stack([p for ps in pixels for p in ps]) if len(table) else None
+        return SynthCohort(Cohort(table, root=None, source="synthetic cohort"), images)
+    manifest = out / "manifest.csv"
+    Cohort(table, root=out, source=str(manifest)).save(manifest)
+    return SynthCohort(Cohort.load(manifest), None, manifest)

@@ -29,7 +29,7 @@ from radsearch.cohort import Cohort
 from radsearch.synth.common import (STREAM_ACQUISITION, STREAM_ANATOMY, STREAM_COURSE,
                                     STREAM_TEXTURE, Acquisition, Knob, SynthCohort, assign_split,
                                     band_noise, box_sd, check_common_args, ellipse_sd, fill, flatten,
-                                    grid, render, resolve_knobs, rim, run_subjects, sample,
+                                    finish_cohort, grid, render, resolve_knobs, rim, run_subjects, sample,
                                     smooth_union, subject_rng, write_png)
 
 VISIT_MONTHS = (0, 12, 24, 36, 48, 72, 96)
@@ -404,7 +404,7 @@ def generate_knee(n_subjects: int, seed: int = 0, image_size: int = 256,
                            progress)
     table = pd.DataFrame(flatten(r[0] for r in results))
     table = _with_knee_split(table, int(seed))
-    return _finish(table, [r[1] for r in results], out)
+    return finish_cohort(table, [r[1] for r in results], out)
 
 
 def _with_knee_split(table: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -416,13 +416,3 @@ def _with_knee_split(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     columns = ["image", "subject", "time", "side", "view", "study", "split", "site", "kl", "tkr",
                "age", "visit_months"]
     return table[columns]
-
-
-def _finish(table: pd.DataFrame, pixels: list[list[np.ndarray]], out: Path | None) -> SynthCohort:
-    if out is None:
-        images = np.stack([p for ps in pixels for p in ps]) if len(table) else None
-        return SynthCohort(Cohort(table, root=None, source="synthetic cohort"), images)
-    manifest = out / "manifest.csv"
-    cohort = Cohort(table, root=out, source=str(manifest))
-    cohort.save(manifest)
-    return SynthCohort(Cohort.load(manifest), None, manifest)
