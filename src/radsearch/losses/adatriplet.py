@@ -22,23 +22,11 @@ REDUCTIONS = ("reference", "paper")
 
 def select_triplets(geom: TripletGeometry, epsilon: float, triplets: str) -> torch.Tensor:
     """Boolean (P, B) mask of the mined triplets: semihard 0 < Δ ≤ ε, all Δ ≤ ε, hard Δ ≤ min(ε, 0)."""
-    delta = geom.delta.detach()
+    upper = epsilon if triplets != "hard" else min(epsilon, 0.0)
+    chosen = geom.neg & (geom.delta <= upper)
     if triplets == "semihard":
-        chosen = (delta > 0) & (delta <= epsilon)
-    elif triplets == "all":
-        chosen = delta <= epsilon
-    else:
-        chosen = delta <= min(epsilon, 0.0)
-    return chosen & geom.neg
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask``; an empty mask gives 0 still attached to the graph."""
-    count = mask.sum()
-    total = torch.where(mask, values, torch.zeros_like(values)).sum()
-    if count == 0:
-        return total + 0.0 * anchor.sum()
-    return total / count
+        chosen &= geom.delta > 0
+    return chosen
 
 
 class TripletLoss(nn.Module):
@@ -56,15 +44,15 @@ class TripletLoss(nn.Module):
         return self.from_geometry(batch_geometry(embeddings, labels))
 
     def triplet_term(self, geom: TripletGeometry) -> torch.Tensor:
-        hinge = self.epsilon - geom.delta
+        """Σ over active triplets of (ε − Δ), divided by the active count (reference) or |T| (paper)."""
         mined = select_triplets(geom, self.epsilon, self.triplets)
-        active = mined & (hinge.detach() > 0)
-        self.last_counts = {"mined_triplets": int(mined.sum()),
-                            "active_triplets": int(active.sum())}
+        active = mined & (geom.delta < self.epsilon)
+        n_active = int(active.sum())
+        self.last_counts = {"mined_triplets": int(mined.sum()), "active_triplets": n_active}
+        hinge_sum = geom.weighted(geom.triplet_weights(active)) + self.epsilon * n_active
         if self.reduction == "reference":
-            return _masked_mean(hinge, active, geom.s_ap)
-        # paper: per-triplet sum averaged over every triplet of the batch
-        return torch.where(active, hinge, torch.zeros_like(hinge)).sum() / geom.neg.sum()
+            return hinge_sum / max(n_active, 1)
+        return hinge_sum / geom.n_triplets
 
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
         return self.triplet_term(geom)
@@ -83,15 +71,20 @@ class AdaTripletLoss(TripletLoss):
         self.lam = check_at_least(lam, 0.0, "lam")
 
     def negative_term(self, geom: TripletGeometry) -> torch.Tensor:
+        """Reference: mean of (S_ij − β) over unique negative pairs with S_ij ≥ β.
+        Paper: Σ over every triplet of [S_an − β]₊, divided by |T|."""
         if self.reduction == "reference":
-            sims = geom.neg_pair_sims
-            active = sims.detach() >= self.beta
-            self.last_counts["active_neg_pairs"] = int(active.sum())
-            return _masked_mean(sims - self.beta, active, geom.s_ap)
-        excess = torch.clamp(geom.s_an - self.beta, min=0.0)
-        self.last_counts["active_neg_pairs"] = int(((geom.s_an.detach() > self.beta)
-                                                    & geom.neg).sum())
-        return torch.where(geom.neg, excess, torch.zeros_like(excess)).sum() / geom.neg.sum()
+            active = geom.neg_upper & (geom.sim.detach() >= self.beta)
+            n_active = int(active.sum())
+            self.last_counts["active_neg_pairs"] = n_active
+            excess_sum = geom.weighted(active.to(geom.sim.dtype)) - self.beta * n_active
+            return excess_sum / max(n_active, 1)
+        s_an = geom.s_ap[:, None] - geom.delta
+        active = geom.neg & (s_an > self.beta)
+        n_active = int(active.sum())
+        self.last_counts["active_neg_pairs"] = n_active
+        excess_sum = geom.weighted(geom.row_weights(active.to(geom.sim.dtype)))
+        return (excess_sum - self.beta * n_active) / geom.n_triplets
 
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
         loss = self.triplet_term(geom)

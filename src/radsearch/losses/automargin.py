@@ -27,7 +27,7 @@ RULES = ("mean", "q1", "q2")
 class AutoMargin(nn.Module):
     """Collects batch statistics and sets ε (and β) once per epoch.
 
-    Margins and running sums are buffers, so they travel with ``state_dict`` (resume).
+    The margins are buffers, so they travel with ``state_dict`` (resume).
     """
 
     def __init__(self, k_delta: float = 2.0, k_an: float | None = 2.0, epsilon0: float = 0.25,
@@ -39,8 +39,9 @@ class AutoMargin(nn.Module):
         self.register_buffer("epsilon_", torch.tensor(check_epsilon(epsilon0, "epsilon0"),
                                                       dtype=torch.float64))
         self.register_buffer("beta_", torch.tensor(check_beta(beta0, "beta0"), dtype=torch.float64))
-        # running sums: Δ sum, Δ count, S_neg sum, S_neg count
-        self.register_buffer("sums", torch.zeros(4, dtype=torch.float64))
+        # running sums of the current epoch (Δ sum, Δ count, S_neg sum, S_neg count); they restart
+        # every epoch, so a resumed run (from an epoch boundary) needs only the margins
+        self._sums = [0.0, 0.0, 0.0, 0.0]
         self._deltas: list[np.ndarray] = []
         self._neg_sims: list[np.ndarray] = []
 
@@ -55,38 +56,41 @@ class AutoMargin(nn.Module):
     @torch.no_grad()
     def collect(self, geom: TripletGeometry) -> None:
         """Add one batch's triplet Δ and negative-pair similarities to the epoch statistics."""
-        deltas = geom.delta[geom.neg]
-        sims = geom.neg_pair_sims
-        self.collect_values(deltas, sims)
+        self._add_sums(geom.sums)
+        if self.rule != "mean":
+            self._deltas.append(geom.triplet_deltas().float().cpu().numpy())
+            self._neg_sims.append(geom.neg_pair_sims.detach().float().cpu().numpy())
 
     @torch.no_grad()
     def collect_values(self, deltas: torch.Tensor, neg_sims: torch.Tensor) -> None:
         """Same as :meth:`collect` from flat tensors (used by tests and custom loops)."""
-        batch_sums = torch.stack([deltas.double().sum(), torch.tensor(deltas.numel()).double(),
-                                  neg_sims.double().sum(), torch.tensor(neg_sims.numel()).double()])
-        self.sums += batch_sums.to(self.sums.device)
+        self._add_sums((float(deltas.double().sum()), float(deltas.numel()),
+                        float(neg_sims.double().sum()), float(neg_sims.numel())))
         if self.rule != "mean":
             self._deltas.append(deltas.detach().float().cpu().numpy())
             self._neg_sims.append(neg_sims.detach().float().cpu().numpy())
 
+    def _add_sums(self, sums: tuple[float, float, float, float]) -> None:
+        self._sums = [a + b for a, b in zip(self._sums, sums)]
+
     @property
     def mean_delta(self) -> float:
-        return float(self.sums[0] / self.sums[1]) if self.sums[1] > 0 else float("nan")
+        return self._sums[0] / self._sums[1] if self._sums[1] > 0 else float("nan")
 
     @property
     def mean_neg_sim(self) -> float:
-        return float(self.sums[2] / self.sums[3]) if self.sums[3] > 0 else float("nan")
+        return self._sums[2] / self._sums[3] if self._sums[3] > 0 else float("nan")
 
     def step(self) -> None:
         """Epoch boundary: set the margins from this epoch's statistics, then reset them."""
-        if self.sums[1] > 0:
+        if self._sums[1] > 0:
             if self.rule == "mean":
                 epsilon = self.mean_delta / self.k_delta
             else:
                 q = 25.0 if self.rule == "q1" else 50.0
                 epsilon = float(np.percentile(np.concatenate(self._deltas), q))
             self.epsilon_.fill_(min(max(0.0, epsilon), np.nextafter(2.0, 0.0)))
-        if self.k_an is not None and self.sums[3] > 0:
+        if self.k_an is not None and self._sums[3] > 0:
             if self.rule == "mean":
                 beta = 1.0 - (1.0 - self.mean_neg_sim) / self.k_an
             else:
@@ -96,7 +100,7 @@ class AutoMargin(nn.Module):
         self.reset()
 
     def reset(self) -> None:
-        self.sums.zero_()
+        self._sums = [0.0, 0.0, 0.0, 0.0]
         self._deltas.clear()
         self._neg_sims.clear()
 

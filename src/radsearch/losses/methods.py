@@ -80,6 +80,16 @@ METHODS: dict[str, Recipe] = {
 }
 
 
+def _histogram(values: torch.Tensor, value_range: tuple[float, float],
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Fixed-bin counts; ``weights`` (a mask) selects cells without copying them out."""
+    low, high = value_range
+    bins = ((values - low) * (HISTOGRAM_BINS / (high - low))).long().clamp_(0, HISTOGRAM_BINS - 1)
+    flat_weights = None if weights is None else weights.reshape(-1).to(torch.float64)
+    counts = torch.bincount(bins.reshape(-1), weights=flat_weights, minlength=HISTOGRAM_BINS)
+    return counts.to(torch.float64).cpu()
+
+
 class EpochMonitor:
     """Running statistics of one epoch for logging: means, mined counts and histograms."""
 
@@ -89,31 +99,28 @@ class EpochMonitor:
     def reset(self) -> None:
         self.batches = 0
         self.loss_sum = 0.0
-        self.sums = torch.zeros(4, dtype=torch.float64)  # Δ sum, Δ count, S_neg sum, S_neg count
+        self.sums = [0.0, 0.0, 0.0, 0.0]  # Δ sum, Δ count, S_neg sum, S_neg count
         self.counts: dict[str, float] = {}
         self.delta_hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.float64)
         self.sim_hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.float64)
 
     @torch.no_grad()
     def update(self, geom: TripletGeometry, loss: torch.Tensor, counts: dict[str, int]) -> None:
-        deltas = geom.delta[geom.neg].float().cpu()
-        sims = geom.neg_pair_sims.float().cpu()
         self.batches += 1
         self.loss_sum += float(loss.detach())
-        self.sums += torch.tensor([float(deltas.sum()), deltas.numel(),
-                                   float(sims.sum()), sims.numel()], dtype=torch.float64)
+        self.sums = [a + b for a, b in zip(self.sums, geom.sums)]
         for key, value in counts.items():
             self.counts[key] = self.counts.get(key, 0.0) + value
-        self.delta_hist += torch.histc(deltas.clamp(*DELTA_RANGE), HISTOGRAM_BINS, *DELTA_RANGE)
-        self.sim_hist += torch.histc(sims.clamp(*SIM_RANGE), HISTOGRAM_BINS, *SIM_RANGE)
+        self.delta_hist += _histogram(geom.delta, DELTA_RANGE, weights=geom.neg)
+        self.sim_hist += _histogram(geom.neg_pair_sims, SIM_RANGE)
 
     def stats(self) -> dict[str, float]:
         n = max(self.batches, 1)
         out = {
             "batches": float(self.batches),
             "loss": self.loss_sum / n,
-            "mean_delta": float(self.sums[0] / self.sums[1]) if self.sums[1] else float("nan"),
-            "mean_neg_sim": float(self.sums[2] / self.sums[3]) if self.sums[3] else float("nan"),
+            "mean_delta": self.sums[0] / self.sums[1] if self.sums[1] else float("nan"),
+            "mean_neg_sim": self.sums[2] / self.sums[3] if self.sums[3] else float("nan"),
         }
         out.update({key: value / n for key, value in self.counts.items()})
         return out

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radsearch.losses.adatriplet import _masked_mean
 from radsearch.losses.geometry import TripletGeometry, batch_geometry
 from radsearch.losses.validation import check_at_least
 
@@ -27,13 +26,16 @@ class SCTLoss(nn.Module):
         return self.from_geometry(batch_geometry(embeddings, labels))
 
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
-        hard = geom.neg & (geom.s_an.detach() > geom.s_ap.detach()[:, None])
+        hard = geom.neg & (geom.delta < 0)
         easy = geom.neg & ~hard
-        self.last_counts = {"mined_triplets": int(geom.neg.sum()),
-                            "active_triplets": int(hard.sum())}
-        easy_term = _masked_mean(F.softplus(-geom.delta + self.margin), easy, geom.s_ap)
-        hard_term = _masked_mean(geom.s_an, hard, geom.s_ap)
-        return easy_term + self.lam * hard_term
+        n_hard, n_easy = int(hard.sum()), int(easy.sum())
+        self.last_counts = {"mined_triplets": geom.n_triplets, "active_triplets": n_hard}
+        # softplus is not linear in S: this loss differentiates through the gathered rows
+        s_an = geom.sim[geom.anchor]
+        s_ap = geom.sim[geom.anchor, geom.positive]
+        easy_sum = torch.where(easy, F.softplus(s_an - s_ap[:, None] + self.margin), 0.0).sum()
+        hard_sum = torch.where(hard, s_an, 0.0).sum()
+        return easy_sum / max(n_easy, 1) + self.lam * hard_sum / max(n_hard, 1)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, lam={self.lam}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from radsearch.losses.adatriplet import _masked_mean
 from radsearch.losses.geometry import TripletGeometry, batch_geometry
 from radsearch.losses.validation import check_at_least
 
@@ -32,13 +31,14 @@ class WATLoss(nn.Module):
         return self.from_geometry(batch_geometry(embeddings, labels))
 
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
-        delta_detached = geom.delta.detach()
-        margin = (2.0 - 2.0 * delta_detached) / (4.0 - self.k) + self.k
-        hinge = margin - geom.delta
-        active = geom.neg & (delta_detached <= margin) & (hinge.detach() > 0)
-        self.last_counts = {"mined_triplets": int((geom.neg & (delta_detached <= margin)).sum()),
-                            "active_triplets": int(active.sum())}
-        return _masked_mean(hinge, active, geom.s_ap)
+        """Mean over active triplets of (m − Δ); m is detached, so Σ(m − Δ) = Σ m + Σ W ⊙ S."""
+        margin = (2.0 - 2.0 * geom.delta) / (4.0 - self.k) + self.k
+        mined = geom.neg & (geom.delta <= margin)
+        active = mined & (geom.delta < margin)
+        n_active = int(active.sum())
+        self.last_counts = {"mined_triplets": int(mined.sum()), "active_triplets": n_active}
+        margin_sum = (margin * active).sum()
+        return (geom.weighted(geom.triplet_weights(active)) + margin_sum) / max(n_active, 1)
 
     def extra_repr(self) -> str:
         return f"k={self.k}"
