@@ -89,7 +89,9 @@ class Cohort:
         if column not in self.table:
             return False
         col = self.table[column]
-        return bool((col != "").any()) if col.dtype == object else bool(col.notna().any())
+        if _is_text(col):
+            return bool(((col != "") & col.notna()).any())
+        return bool(col.notna().any())
 
     def image_paths(self) -> list[Path]:
         """Image paths with relative entries resolved against the manifest's folder."""
@@ -231,7 +233,7 @@ def _validate(table: pd.DataFrame, source: str) -> pd.DataFrame:
     _check_choices(table, "side", SIDES, source)
 
     for column in table.columns:
-        if column not in TEXT_COLUMNS and column != "time" and table[column].dtype == object:
+        if column not in TEXT_COLUMNS and column != "time" and _is_text(table[column]):
             converted = pd.to_numeric(table[column], errors="coerce")
             if converted.notna().all() and len(converted):
                 table[column] = converted
@@ -247,6 +249,11 @@ def _as_text(column: pd.Series, name: str, source: str) -> pd.Series:
     text = column.astype(object).astype(str).to_numpy(dtype=object)
     text[missing] = ""
     return pd.Series(text, index=column.index, dtype=object)
+
+
+def _is_text(column: pd.Series) -> bool:
+    # pandas >= 3 reads text as the "str" dtype, older pandas as object.
+    return pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)
 
 
 def _check_choices(table: pd.DataFrame, column: str, allowed: tuple[str, ...], source: str) -> None:

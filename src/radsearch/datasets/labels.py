@@ -36,7 +36,8 @@ def label_states(table: pd.DataFrame, source: str) -> np.ndarray:
     """Cells of the 14 label columns as int8: 1, 0, −1, and 0 for blank."""
     states = np.zeros((len(table), len(CHEXPERT_LABELS)), dtype=np.int8)
     for j, name in enumerate(CHEXPERT_LABELS):
-        text = table[name].astype(str).str.strip()
+        # Plain object strings: mapping pandas' arrow-backed strings cell by cell is ~10× slower.
+        text = pd.Series(table[name].to_numpy(dtype=object)).str.strip()
         values = text.map(_STATES)
         bad = np.flatnonzero(values.isna().to_numpy())
         if len(bad):  # e.g. "1.00": fall back to numbers, then complain

@@ -76,7 +76,8 @@ def _study_datetime(meta: pd.DataFrame, path: Path) -> pd.Series:
     """StudyDate (YYYYMMDD) + StudyTime (HHMMSS.fff, leading zeros often dropped: 94210.0)."""
     date = meta["StudyDate"].str.strip().str.replace(r"\.0+$", "", regex=True)
     time_text = meta["StudyTime"].str.strip()
-    whole, _, fraction = time_text.str.partition(".")
+    parts = time_text.str.partition(".")
+    whole, fraction = parts[0], parts[2]
     hhmmss = whole.where(whole != "", "0").str.zfill(6)
     stamp = pd.to_datetime(date + hhmmss + "." + fraction.where(fraction != "", "0"),
                            format="%Y%m%d%H%M%S.%f", errors="coerce")
@@ -116,7 +117,7 @@ def _add_labels(table: pd.DataFrame, path: Path, policy: str, keep_raw: bool) ->
     per_study = pd.DataFrame({"labels": labels, "uncertain": uncertain}, index=raw["study_id"])
     if keep_raw:
         for name in CHEXPERT_LABELS:
-            per_study[name] = raw[name].to_numpy()
+            per_study[name] = pd.to_numeric(raw[name], errors="coerce").to_numpy()  # blank → NaN
     if policy != "ignore":
         per_study = per_study.drop(columns="uncertain")
     joined = table.join(per_study, on="study")

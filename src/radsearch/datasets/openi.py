@@ -44,7 +44,13 @@ def read_openi(source: str | os.PathLike, images: str | os.PathLike | None = Non
 
     ``image`` = ``{parentImage id}{extension}`` (OpenI's PNG names), under ``images`` if given.
     """
-    reports = read_openi_reports(source)
+    return cohort_from_reports(read_openi_reports(source), images=images, extension=extension,
+                               source=str(source))
+
+
+def cohort_from_reports(reports: pd.DataFrame, images: str | os.PathLike | None = None,
+                        extension: str = ".png", source: str = "OpenI reports") -> Cohort:
+    """The per-image Cohort of a :func:`read_openi_reports` table."""
     without = int((reports["images"] == "").sum())
     if without:
         log.warning("%s: %d report(s) have no image and are left out of the cohort", source,
@@ -63,7 +69,7 @@ def read_openi(source: str | os.PathLike, images: str | os.PathLike | None = Non
         "mesh_major": per_image["mesh_major"].to_numpy(dtype=object),
         "mesh_automatic": per_image["mesh_automatic"].to_numpy(dtype=object),
     })
-    return Cohort(table, root=None, source=str(source))
+    return Cohort(table, root=None, source=source)
 
 
 def _xml_files(source: Path) -> Iterator[tuple[str, bytes]]:
