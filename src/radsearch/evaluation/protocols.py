@@ -171,11 +171,12 @@ def evaluate_forensic(embeddings: Embeddings, cohort: Cohort, *, leave_one_out: 
     group ">=N") add pooled groups. Groups "0" (leave-one-out only), "1", …, and "all".
     """
     vectors = embedding_matrix(embeddings, len(cohort))
+    all_years = years_apart(cohort)  # relative to the subject's first image in any view
     rows = _restrict_view(cohort, view)
     sub = cohort.subset(rows) if len(rows) != len(cohort) else cohort
     vectors = vectors[torch.from_numpy(rows)] if len(rows) != len(cohort) else vectors
     subjects = sub.subject_codes()
-    years = years_apart(sub)
+    years = all_years[rows]
     bands = _parse_bands(year_bands)
     at_least = [at_least] if isinstance(at_least, int) else list(at_least or ())
 
