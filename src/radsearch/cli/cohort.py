@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from radsearch.cohort import Cohort
+from radsearch.errors import DataError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -68,11 +69,11 @@ def validate_command(
         return
     paths = cohort.image_paths()
     for row in missing[:show]:
-        err_console.print(f"missing: {paths[row]} (row {row + 2} of the CSV)", highlight=False)
-    err_console.print(f"[bold red]{len(missing)} of {len(cohort)} image file(s) are missing or "
-                      "empty.[/] Download them or fix the image paths (relative paths resolve "
-                      "against the manifest's folder).")
-    raise typer.Exit(1)
+        err_console.print(f"missing: {paths[row]} (manifest line {row + 2})", highlight=False,
+                          soft_wrap=True)
+    raise DataError(f"{cohort.source}: {len(missing)} of {len(cohort)} image file(s) are missing "
+                    "or empty. Download them or fix the image paths (relative paths resolve "
+                    "against the manifest's folder).")
 
 
 # ----------------------------------------------------------------- adapters
@@ -275,9 +276,18 @@ def print_summary(cohort: Cohort, title: str) -> None:
     extra = [c for c in cohort.table.columns if c not in ("image", "subject", "time", "side",
                                                           "view", "study", "split", "labels",
                                                           "report")]
-    if extra:
-        table.add_row("other columns", ", ".join(map(str, extra)))
+    few = [c for c in extra if 0 < cohort.table[c].nunique() <= 8]  # site, kl, sex…: show counts
+    for column in few:
+        counts = cohort.table[column].value_counts().sort_index()
+        table.add_row(str(column), _counts({_label(k): int(v) for k, v in counts.items()}))
+    rest = [c for c in extra if c not in few]
+    if rest:
+        table.add_row("other columns", ", ".join(map(str, rest)))
     console.print(table)
+
+
+def _label(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _counts(counts: dict[str, int]) -> str:

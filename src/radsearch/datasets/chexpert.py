@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 
 from radsearch.cohort import Cohort
 from radsearch.datasets._tables import image_column, read_text_table, require_columns
-from radsearch.datasets.labels import CHEXPERT_LABELS, label_states, labels_under_policy
+from radsearch.datasets.labels import (CHEXPERT_LABELS, check_policy, label_states,
+                                        labels_under_policy)
 from radsearch.errors import ConfigError, ManifestError
 
 _PATH = r"(?:^|/)(?P<folder>train|valid|test)/(?P<patient>patient\d+)/(?P<study>study(?P<n>\d+))/"
@@ -37,6 +38,7 @@ def read_chexpert(csvs: str | os.PathLike | Sequence[str | os.PathLike],
     ``Path`` column as written. ``policy``: u-zeros / u-ones / ignore for uncertain (−1) labels.
     ``keep_raw_labels`` keeps the 14 label columns (1/0/−1/blank) as extra columns.
     """
+    policy = check_policy(policy)
     if time not in TIME_MODES:
         raise ConfigError(f"unknown CheXpert time {time!r}; use 'age' or 'study'.")
     paths = [csvs] if isinstance(csvs, (str, os.PathLike)) else list(csvs)
@@ -86,7 +88,7 @@ def _read_one(path: Path, policy: str, keep_raw_labels: bool) -> pd.DataFrame:
         "study_number": parsed["n"].astype(np.int64),
         "sex": raw["Sex"] if "Sex" in raw else "",
     })
-    if policy.lower().replace("_", "-") == "ignore":
+    if policy == "ignore":
         table["uncertain"] = uncertain
     if keep_raw_labels:
         for name in CHEXPERT_LABELS:

@@ -1,0 +1,104 @@
+"""`radsearch cohort …` commands as a user runs them (through radsearch.cli.main.main)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from radsearch.cli.main import main
+from radsearch.cohort import Cohort
+
+NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+              "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+NIH_ROWS = ["00000001_000.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143",
+            "00000001_001.png,Cardiomegaly|Emphysema,1,1,58,M,PA,2894,2729,0.143,0.143",
+            "00000002_000.png,No Finding,0,2,80,M,PA,2500,2048,0.171,0.171"]
+
+
+def _knees(folder: Path) -> Path:
+    """A manifest shaped like radsearch.synth's knees/manifest.csv (extra columns included)."""
+    rows = []
+    for subject, site in (("K00000", "A"), ("K00001", "C")):
+        for months in (0, 12, 96):
+            for side in ("L", "R"):
+                image = f"{subject}/m{months:03d}_{side}.png"
+                (folder / image).parent.mkdir(parents=True, exist_ok=True)
+                (folder / image).write_bytes(b"png")
+                rows.append(dict(image=image, subject=subject, time=months / 12, side=side,
+                                 view="PA", study=f"{subject}_m{months:03d}",
+                                 split="test" if site == "C" else "train", site=site, kl=1,
+                                 age=60.5, visit_months=months))
+    path = folder / "manifest.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_info_on_a_knee_manifest(tmp_path, capsys):
+    path = _knees(tmp_path / "knees")
+    assert main(["cohort", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    for text in ("images", "12", "subjects", "train 6, test 6", "L 6, R 6", "0.00 … 8.00",
+                 "A 6, C 6"):
+        assert text in out
+    assert main(["cohort", "info", str(path.parent), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == Cohort.load(path).summary()
+
+
+def test_validate_reports_missing_files(tmp_path, capsys):
+    path = _knees(tmp_path / "knees")
+    assert main(["cohort", "validate", str(path), "--check-files"]) == 0
+    (tmp_path / "knees" / "K00001" / "m096_R.png").unlink()
+    assert main(["cohort", "validate", str(path), "--check-files"]) == 2
+    err = capsys.readouterr().err
+    assert "m096_R.png" in err and "1 of 12 image file(s) are missing" in err
+
+
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,subject,time\nx.png,1,later\n")
+    assert main(["cohort", "info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2, column 'time'" in err and "Traceback" not in err
+
+
+def test_from_nih_writes_a_manifest_beside_bare_names(tmp_path, capsys):
+    entry = tmp_path / "Data_Entry_2017_v2020.csv"
+    entry.write_text(NIH_HEADER + "\n" + "\n".join(NIH_ROWS) + "\n")
+    test_list = tmp_path / "test_list.txt"
+    test_list.write_text("00000002_000.png\n")
+    out = tmp_path / "out" / "nih.csv"
+    assert main(["cohort", "from-nih", "--data-entry", str(entry), "--test-list", str(test_list),
+                 "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    written = pd.read_csv(out, dtype=str)
+    assert written["image"].tolist() == ["00000001_000.png", "00000001_001.png",
+                                         "00000002_000.png"]
+    assert written["split"].tolist() == ["train", "train", "test"]
+    cohort = Cohort.load(out)
+    assert cohort.image_paths()[0] == out.parent / "00000001_000.png"
+    assert not list(out.parent.glob(".*tmp"))  # atomic write left nothing behind
+
+
+def test_from_table_and_from_dicom(tmp_path, capsys, dicom_archive):
+    table = tmp_path / "export.csv"
+    table.write_text("file,patient,acquired\nimg/a.png,P1,2020-01-01\nimg/b.png,P1,2022-01-01\n")
+    out = tmp_path / "m.parquet"
+    assert main(["cohort", "from-table", str(table), "--image", "file", "--subject", "patient",
+                 "--date", "acquired", "--out", str(out)]) == 0
+    assert Cohort.load(out).table["time"].round(2).tolist() == [0.0, 2.0]
+    assert main(["cohort", "from-dicom", str(dicom_archive), "--out", str(tmp_path / "d.csv")]) == 0
+    captured = capsys.readouterr()
+    assert "DOE" not in captured.out + captured.err + (tmp_path / "d.csv").read_text()
+    assert "1 file(s) skipped (no PatientID)" in captured.err
+
+
+def test_bad_option_values_are_user_errors(tmp_path, capsys):
+    csv = tmp_path / "train.csv"
+    csv.write_text("Path\n")
+    assert main(["cohort", "from-chexpert", "--csv", str(csv), "--policy", "maybe",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "uncertainty policy" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
