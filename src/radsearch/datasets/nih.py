@@ -84,20 +84,23 @@ def _read_data_entry(path: Path) -> pd.DataFrame:
             got = header[position] if position < len(header) else "nothing"
             raise ManifestError(f"{path}: field {position + 1} of the header is {got!r}, expected "
                                 f"{' or '.join(map(repr, names))}; is this Data_Entry_2017.csv?")
+    # Text columns as str; Follow-up # and Patient Age parsed by the C reader when they are plain
+    # integers (the fast path), checked cell by cell only when they are not.
+    text = {c: str for c in ("image_index", "labels", "patient", "sex", "view")}
     table = pd.read_csv(path, header=None, skiprows=1, usecols=range(len(_COLUMNS)),
-                        names=list(_COLUMNS), dtype=str, keep_default_na=False, na_values=[],
+                        names=list(_COLUMNS), dtype=text, keep_default_na=False, na_values=[],
                         encoding="utf-8-sig")
-    for column in ("image_index", "patient", "labels"):
-        table[column] = table[column].str.strip()
     empty = np.flatnonzero(((table["image_index"] == "") | (table["patient"] == "")).to_numpy())
     if len(empty):
         raise ManifestError(f"{path}, line {empty[0] + 2}: empty Image Index or Patient ID.")
-    table["follow_up"] = _integers(table["follow_up"], path, "Follow-up #")
-    # The first release wrote ages as "058Y"; v2020 writes 58.
-    table["age"] = _integers(table["age"].str.extract(r"^\s*(\d+)", expand=False).fillna(""),
-                             path, "Patient Age", raw=table["age"])
+    if not pd.api.types.is_integer_dtype(table["follow_up"]):
+        table["follow_up"] = _integers(table["follow_up"].astype(str), path, "Follow-up #")
+    if not pd.api.types.is_integer_dtype(table["age"]):
+        # The first release wrote ages as "058Y"; v2020 writes 58.
+        raw = table["age"].astype(str)
+        table["age"] = _integers(raw.str.extract(r"^\s*(\d+)", expand=False).fillna(""), path,
+                                 "Patient Age", raw=raw)
     table["patient_number"] = _integers(table["patient"], path, "Patient ID")
-    table["labels"] = table["labels"].str.replace(r"\s*\|\s*", "|", regex=True)
     return table
 
 
