@@ -102,3 +102,44 @@ def test_bad_option_values_are_user_errors(tmp_path, capsys):
                  "--out", str(tmp_path / "x.csv")]) == 2
     assert "uncertainty policy" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_other_from_commands_write_valid_manifests(tmp_path, capsys):
+    labels = ",".join(["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity",
+                       "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis",
+                       "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+                       "Support Devices"])
+    chexpert = tmp_path / "train.csv"
+    chexpert.write_text(f"Path,Sex,Age,Frontal/Lateral,AP/PA,{labels}\n"
+                        "CheXpert-v1.0-small/train/patient00007/study1/view1_frontal.jpg,Male,50,"
+                        "Frontal,PA,,,-1.0,,,,,,,,,,,\n")
+    mimic = tmp_path / "mimic-cxr-2.0.0-metadata.csv"
+    mimic.write_text("dicom_id,subject_id,study_id,ViewPosition,StudyDate,StudyTime\n"
+                     "abc,10000032,50414267,PA,21800506,213014.531\n")
+    knees = tmp_path / "knees.csv"
+    knees.write_text("ID,visit,side,path\n9000099,V00,1,a.png\n9000099,V05,2,b.png\n")
+    xml = tmp_path / "ecgen-radiology" / "1.xml"
+    xml.parent.mkdir()
+    xml.write_text('<eCitation><uId id="CXR1"/><MedlineCitation><Article><Abstract>'
+                   '<AbstractText Label="FINDINGS">Clear lungs.</AbstractText></Abstract></Article>'
+                   '</MedlineCitation><MeSH><major>normal</major></MeSH>'
+                   '<parentImage id="CXR1_1_IM-0001-3001"/></eCitation>')
+    commands = {
+        "chexpert": ["from-chexpert", "--csv", str(chexpert), "--policy", "u-ones"],
+        "mimic": ["from-mimic", "--metadata", str(mimic)],
+        "oai": ["from-oai", "--image-table", str(knees)],
+        "openi": ["from-openi", "--reports", str(xml.parent)],
+    }
+    expected = {"chexpert": ("patient00007", "Cardiomegaly"), "mimic": ("10000032", None),
+                "oai": ("9000099", None), "openi": ("CXR1", "No Finding")}
+    for name, args in commands.items():
+        out = tmp_path / "out" / f"{name}.csv"
+        assert main(["cohort", *args, "--out", str(out)]) == 0, capsys.readouterr().err
+        cohort = Cohort.load(out)
+        subject, label = expected[name]
+        assert cohort.table["subject"].iloc[0] == subject
+        if label is not None:
+            assert cohort.table["labels"].iloc[0] == label
+    oai = Cohort.load(tmp_path / "out" / "oai.csv")
+    assert oai.table["side"].tolist() == ["R", "L"] and oai.times.tolist() == [0.0, 3.0]
+    assert oai.image_paths()[0].resolve() == (tmp_path / "a.png").resolve()

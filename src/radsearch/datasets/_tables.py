@@ -75,3 +75,11 @@ def locate_images(names: pd.Series, folder: str | os.PathLike) -> pd.Series:
                     found[name] = os.path.join(dirpath, name)
     flat = os.fspath(folder) + os.sep
     return pd.Series([found.get(n, flat + n) for n in names], index=names.index, dtype=object)
+
+
+def schema_first(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns in manifest order: image, subject, time, side, view, study, split, labels, report,
+    then the extra columns as they came."""
+    order = ("image", "subject", "time", "side", "view", "study", "split", "labels", "report")
+    first = [c for c in order if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]

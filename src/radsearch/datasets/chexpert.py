@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from radsearch.cohort import Cohort
-from radsearch.datasets._tables import image_column, read_text_table, require_columns
+from radsearch.datasets._tables import (image_column, read_text_table, require_columns,
+                                         schema_first)
 from radsearch.datasets.labels import (CHEXPERT_LABELS, check_policy, label_states,
                                         labels_under_policy)
 from radsearch.errors import ConfigError, ManifestError
@@ -55,7 +56,7 @@ def read_chexpert(csvs: str | os.PathLike | Sequence[str | os.PathLike],
     table = table.drop(columns="age_for_time")
     table["image"] = image_column(table["image"], images)
     source = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
-    return Cohort(table, root=None, source=source)
+    return Cohort(schema_first(table), root=None, source=source)
 
 
 def _read_one(path: Path, policy: str, keep_raw_labels: bool) -> pd.DataFrame:

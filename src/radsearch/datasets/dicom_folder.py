@@ -21,6 +21,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from radsearch.cohort import Cohort
+from radsearch.datasets._tables import schema_first
 from radsearch.errors import DataError, ManifestError
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def read_dicom_folder(folder: str | os.PathLike, subject_salt: str | None = None
     first = table.groupby("subject")["when"].transform("min")
     table["time"] = (table["when"] - first).dt.total_seconds() / (365.25 * 86400.0)
     table = table.sort_values(["subject", "when", "image"], kind="stable").drop(columns="when")
-    return Cohort(table.reset_index(drop=True), root=None, source=str(folder))
+    return Cohort(schema_first(table.reset_index(drop=True)), root=None, source=str(folder))
 
 
 def pseudonym(patient_id: str, salt: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from radsearch.cohort import LABEL_SEPARATOR, OPTIONAL_COLUMNS, Cohort
-from radsearch.datasets._tables import image_column, read_text_table
+from radsearch.datasets._tables import image_column, read_text_table, schema_first
 from radsearch.errors import ConfigError, ManifestError
 
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -62,7 +62,7 @@ def read_table_manifest(path: str | os.PathLike, image: str = "image", subject: 
                            .map(lambda xs: LABEL_SEPARATOR.join(x.strip() for x in xs if x.strip())))
     if images is not None:
         table["image"] = image_column(table["image"].astype(str), images)
-    return Cohort(table, root=path.parent, source=str(path))
+    return Cohort(schema_first(table), root=path.parent, source=str(path))
 
 
 def _years_since_first(dates: pd.Series, subjects: pd.Series, path: Path, name: str) -> np.ndarray:
