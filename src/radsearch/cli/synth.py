@@ -1,7 +1,122 @@
-"""`radsearch` commands of this area (registered by radsearch.cli.main)."""
+"""`radsearch synth knee|chest|sheet`: write synthetic phantom cohorts (PNGs + manifest.csv)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from radsearch.errors import ConfigError
+
+synth_app = typer.Typer(help="Synthetic longitudinal radiograph cohorts (knee and chest phantoms).",
+                        no_args_is_help=True)
+
+SUBJECTS = typer.Option(300, "--subjects", "-n", help="Number of subjects.")
+OUT = typer.Option(..., "--out", "-o", help="Folder for the PNGs and manifest.csv.")
+SEED = typer.Option(0, "--seed", help="Random seed; the same seed gives the same cohort.")
+SIZE = typer.Option(256, "--image-size", help="Image side in pixels.")
+SIMILARITY = typer.Option(0.35, "--similarity", help="0 = very distinct anatomies, 1 = near-identical.")
+CHANGE = typer.Option(1.0, "--change-per-year", help="Amount of disease / ageing drift per year.")
+NOISE = typer.Option(1.0, "--noise", help="Acquisition variation (pose, exposure, noise, blur).")
+WORKERS = typer.Option(None, "--workers", help="Processes (default: one per core).")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `radsearch synth …` to the root app."""
+    app.add_typer(synth_app, name="synth")
+
+
+@synth_app.command("knee")
+def knee(subjects: int = SUBJECTS, out: Path = OUT, seed: int = SEED, image_size: int = SIZE,
+         similarity: float = SIMILARITY, change_per_year: float = CHANGE, noise: float = NOISE,
+         replacement_rate: float = typer.Option(0.5, "--replacement-rate",
+                                                help="Share of severe knees later replaced."),
+         workers: int | None = WORKERS) -> None:
+    """Bilateral knee films at 0-96 months (KL grades, osteoarthritis, replacements)."""
+    from radsearch.synth import generate_knee
+
+    _check_out(out)
+    with _progress(subjects, "knees") as advance:
+        synth = generate_knee(subjects, seed=seed, image_size=image_size, out_dir=out,
+                              workers=workers, progress=advance, subject_similarity=similarity,
+                              change_per_year=change_per_year, acquisition_noise=noise,
+                              replacement_rate=replacement_rate)
+    t = synth.cohort.table
+    kl = " / ".join(f"{int((t.kl == g).sum())}" for g in range(5))
+    _done(synth.manifest, f"{len(t)} images of {t.subject.nunique()} subjects ({_splits(t)}); "
+          f"KL 0-4: {kl}; replaced knees: {t[t.tkr == 1].groupby(['subject', 'side']).ngroups}")
+
+
+@synth_app.command("chest")
+def chest(subjects: int = SUBJECTS, out: Path = OUT, seed: int = SEED, image_size: int = SIZE,
+          similarity: float = SIMILARITY, change_per_year: float = CHANGE, noise: float = NOISE,
+          finding_rate: float = typer.Option(1.0, "--finding-rate",
+                                             help="How often acute findings appear."),
+          report_fraction: float = typer.Option(1.0, "--report-fraction",
+                                                help="Share of studies with a report."),
+          workers: int | None = WORKERS) -> None:
+    """Frontal chest films over years with the 14 CheXpert findings and reports."""
+    from radsearch.synth import generate_chest
+
+    _check_out(out)
+    with _progress(subjects, "chests") as advance:
+        synth = generate_chest(subjects, seed=seed, image_size=image_size, out_dir=out,
+                               report_fraction=report_fraction, workers=workers, progress=advance,
+                               subject_similarity=similarity, change_per_year=change_per_year,
+                               acquisition_noise=noise, finding_rate=finding_rate)
+    t = synth.cohort.table
+    normal = int((t.labels == "No Finding").sum())
+    _done(synth.manifest, f"{len(t)} images, {t.study.nunique()} studies of "
+          f"{t.subject.nunique()} subjects ({_splits(t)}); {normal} images with No Finding; "
+          f"{int((t.report != '').sum())} images with a report")
+
+
+@synth_app.command("sheet")
+def sheet(out: Path = typer.Option(Path("docs/images"), "--out", "-o",
+                                   help="Folder for synth_knee.png and synth_chest.png."),
+          seed: int = SEED) -> None:
+    """Contact sheets of both phantoms (the pictures in docs/synth.md)."""
+    from radsearch.synth.sheet import chest_sheet, knee_sheet
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder for the contact sheets.")
+    console = Console()
+    for name, make in (("synth_knee.png", knee_sheet), ("synth_chest.png", chest_sheet)):
+        path = make(out / name, seed=seed)
+        console.print(f"wrote {path}")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder (it is created if missing).")
+
+
+class _progress:
+    """A rich progress bar over subjects; yields the callback the generators call."""
+
+    def __init__(self, total: int, what: str):
+        self.bar = Progress(TextColumn(f"generating {what}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("subjects"), TimeElapsedColumn(), transient=True,
+                            console=Console(stderr=True))
+        self.total = total
+
+    def __enter__(self):
+        self.bar.start()
+        task = self.bar.add_task("synth", total=self.total)
+        return lambda k=1: self.bar.advance(task, k)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def _splits(table) -> str:
+    counts = table["split"].value_counts()
+    return ", ".join(f"{name} {int(counts.get(name, 0))}" for name in ("train", "val", "test"))
+
+
+def _done(manifest: Path | None, summary: str) -> None:
+    console = Console()
+    console.print(f"manifest: [bold]{manifest}[/]", highlight=False)
+    console.print(summary, highlight=False)

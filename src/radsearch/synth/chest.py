@@ -205,7 +205,7 @@ def draw_chest(size: int, a: ChestAnatomy, st: StudyState, texture: np.ndarray,
     phase_a = (va - y0 - 0.1) / (sp * 1.1)
     ant = fill((np.abs(phase_a - np.round(phase_a)) * sp) - thick * 0.4, 0.01) * (u > 0.1) * (
         phase_a > 0.5) * (phase_a < 5.5)
-    att += bone_density * wall * (0.05 * ribs + 0.02 * ant)
+    att += bone_density * wall * (0.04 * ribs + 0.018 * ant)
     cy0, cslope, ccurv = a.clavicle
     cu = np.abs(x) - 0.07
     cline = y - (cy0 - 0.02 * (ap and 1) + cslope * cu + ccurv * cu * cu)
@@ -264,7 +264,7 @@ def _findings(x, y, a: ChestAnatomy, st: StudyState, lungs, lung, dome_y, textur
             height = {"small": 0.09, "moderate": 0.18, "large": 0.3}[f["Pleural Effusion"]["size"]]
             lateral = np.clip((s * x - 0.1) / 0.6, 0.0, 1.0)
             level = dome_y[k] - height * (0.55 + 0.6 * lateral)
-            out += 0.26 * fill(level - y, 0.03) * fill(lungs[k][0], 0.02) * (s * x > 0)
+            out += 0.2 * fill(level - y, 0.03) * fill(lungs[k][0], 0.02) * (s * x > 0)
     if "Pneumothorax" in f:
         sd = f["Pneumothorax"]["side"]
         k = 0 if sd == "right" else 1

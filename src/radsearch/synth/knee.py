@@ -86,9 +86,8 @@ class KneeAnatomy:
 
 
 def _anatomy(rng: np.random.Generator, spread: float, base: KneeAnatomy | None = None) -> KneeAnatomy:
-    """Draw a subject's anatomy; with ``base`` draw the contralateral knee as a near-copy."""
-    if base is not None:
-        spread = 0.12  # left/right asymmetry is small whatever the population spread
+    """Draw a subject's anatomy; with ``base``, a variant of it (``spread`` then scales the
+    population SDs of the difference: the contralateral knee, or where ageing drifts to)."""
 
     def g(mean: float, sd: float, name: str | None = None) -> float:
         centre = mean if base is None else getattr_path(base, name)
@@ -123,6 +122,15 @@ def _anatomy(rng: np.random.Generator, spread: float, base: KneeAnatomy | None =
         soft_density=g(0.19, 0.03, "soft_density"),
     )
     return anatomy
+
+
+def _blend(a: KneeAnatomy, b: KneeAnatomy, w: float) -> KneeAnatomy:
+    """The anatomy a fraction ``w`` of the way from ``a`` to ``b`` (w may exceed 1)."""
+    def mix(u, v):
+        if isinstance(u, tuple):
+            return tuple(mix(p, q) for p, q in zip(u, v))
+        return u + (v - u) * w
+    return KneeAnatomy(**{k: mix(v, getattr(b, k)) for k, v in a.__dict__.items()})
 
 
 def getattr_path(obj: object, name: str | None) -> float:
@@ -171,7 +179,7 @@ def draw_knee(size: int, a: KneeAnatomy, state: KneeState, texture: np.ndarray,
     tibia = smooth_union(tibia, spines, 0.02)
 
     # ---- femur: shaft flaring into two condyles (tilted by the varus/valgus angle)
-    v = math.radians(a.varus)
+    v = math.radians(a.varus - 1.2 * sev)  # medial OA tilts the knee into varus
     fx = math.cos(v) * x + math.sin(v) * (y - j)
     fy = -math.sin(v) * x + math.cos(v) * (y - j) + j
     rxm, rym = a.condyle_m
@@ -301,7 +309,9 @@ def _subject_rows(index: int, job: _KneeJob) -> tuple[list[dict], list[np.ndarra
     site = SITES[int(rng_a.integers(len(SITES)))]
     age0 = float(rng_a.uniform(45, 79))
     left = _anatomy(rng_a, spread)
-    right = _anatomy(rng_a, spread, base=left)
+    right = _anatomy(rng_a, 0.12, base=left)  # left/right asymmetry is small
+    # Where each knee's shape drifts over ~8 years (remodelling, weight, bone density).
+    aged = {"L": _anatomy(rng_a, 0.5, base=left), "R": _anatomy(rng_a, 0.5, base=right)}
     tex_size = max(96, min(job.size, 384))
     textures = {}
     for side in ("L", "R"):
@@ -325,7 +335,7 @@ def _subject_rows(index: int, job: _KneeJob) -> tuple[list[dict], list[np.ndarra
     rows: list[dict] = []
     pixels: list[np.ndarray] = []
     for side in ("L", "R"):
-        anatomy = left if side == "L" else right
+        native = left if side == "L" else right
         sev0, rate, replace_draw, delay = courses[side]
         severe_visits = [k for k, m in enumerate(VISIT_MONTHS) if sev0 + rate * m / 12 >= 3.5]
         replaced_from = None
@@ -338,19 +348,21 @@ def _subject_rows(index: int, job: _KneeJob) -> tuple[list[dict], list[np.ndarra
             severity = min(sev0 + rate * years, 4.4)
             kl = last_kl if replaced else max(last_kl, kl_grade(severity))
             last_kl = kl
-            theta = 0.07 * change * years
+            anatomy = _blend(native, aged[side], min(2.0, change * years / 8.0))
+            theta = 0.12 * change * years
             base, drift = textures[side]
             texture = math.cos(theta) * base + math.sin(theta) * drift
-            pose = (float(rng_q.normal(0, 2.5 * noise)), float(np.exp(rng_q.normal(0, 0.04 * noise))),
-                    (float(rng_q.normal(0, 0.04 * noise)), float(rng_q.normal(0, 0.04 * noise))),
-                    float(np.clip(rng_q.normal(0, 0.12 * noise), -0.5, 0.5)))
+            # Standardised positioning (a fixed-flexion frame): small pose changes per film.
+            pose = (float(rng_q.normal(0, 1.3 * noise)), float(np.exp(rng_q.normal(0, 0.02 * noise))),
+                    (float(rng_q.normal(0, 0.02 * noise)), float(rng_q.normal(0, 0.02 * noise))),
+                    float(np.clip(rng_q.normal(0, 0.06 * noise), -0.5, 0.5)))
             state = KneeState(severity=severity, replaced=replaced, years=years)
             attenuation = draw_knee(job.size, anatomy, state, texture, pose, change)
             acq = Acquisition(
-                gain=gain0 * float(np.exp(rng_q.normal(0, 0.10 * noise))),
-                gamma=gamma0 * float(np.exp(rng_q.normal(0, 0.08 * noise))),
+                gain=gain0 * float(np.exp(rng_q.normal(0, 0.05 * noise))),
+                gamma=gamma0 * float(np.exp(rng_q.normal(0, 0.04 * noise))),
                 offset=offset0,
-                blur=blur0 * float(np.exp(rng_q.normal(0, 0.25 * noise))),
+                blur=blur0 * float(np.exp(rng_q.normal(0, 0.15 * noise))),
                 noise=noise0 * min(noise, 3.0) * float(np.exp(rng_q.normal(0, 0.2))),
                 collimation=_collimation(rng_q, noise),
             )

@@ -85,3 +85,36 @@ def knee_sheet(path: str | Path, seed: int = 0, image_size: int = 256, tile: int
             titles.append(f"{subject}\n{side}")
     assert len(images[0]) == len(VISIT_MONTHS)
     return contact_sheet(images, captions, path, tile=tile, row_titles=titles)
+
+
+SHORT = {"No Finding": "normal", "Enlarged Cardiomediastinum": "wide med.",
+         "Cardiomegaly": "big heart", "Lung Opacity": "opacity", "Lung Lesion": "nodule",
+         "Edema": "edema", "Consolidation": "consolid.", "Pneumonia": "pneumonia",
+         "Atelectasis": "atelectasis", "Pneumothorax": "pneumothorax",
+         "Pleural Effusion": "effusion", "Pleural Other": "pl. thick.", "Fracture": "fracture",
+         "Support Devices": "devices"}
+
+
+def chest_sheet(path: str | Path, seed: int = 0, image_size: int = 256, tile: int = 160,
+                n_rows: int = 6, n_cols: int = 6) -> Path:
+    """Subjects x visits (first image of each study), captioned with years, view and findings.
+
+    Rows are the subjects whose studies cover the most different findings, so the sheet shows
+    findings appearing and resolving.
+    """
+    from radsearch.synth.chest import generate_chest
+
+    synth = generate_chest(60, seed=seed, image_size=image_size)
+    table = synth.cohort.table
+    first = table.drop_duplicates("study")
+    variety = first.groupby("subject")["labels"].agg(
+        lambda s: len(set("|".join(s).split("|"))) + 0.5 * s.nunique())
+    chosen = variety.sort_values(ascending=False, kind="stable").index[:n_rows]
+    images, captions, titles = [], [], []
+    for subject in sorted(chosen):
+        rows = first[first.subject == subject].head(n_cols)
+        images.append([synth.images[i] for i in rows.index])  # type: ignore[index]
+        captions.append([f"{t:.1f}y {v}: " + ", ".join(SHORT[x] for x in labels.split("|"))
+                         for t, v, labels in zip(rows.time, rows.view, rows.labels)])
+        titles.append(subject)
+    return contact_sheet(images, captions, path, tile=tile, row_titles=titles, caption_lines=4)
