@@ -52,7 +52,8 @@ def test_large_numeric_ids_never_pass_through_float(tmp_path):
 
 @pytest.mark.parametrize("body, needle", [
     ("image,subject\nx.png,1\n", "missing required column(s) time"),
-    ("image,subject,time\nx.png,1,0\nx.png,2,1\n", "line 3, column 'image': 'x.png' also appears at"),
+    ("image,subject,time\nx.png,1,0\nx.png,2,1\n",
+     "line 3, column 'image': 'x.png' also appears at"),
     ("image,subject,time\nx.png,1,0\ny.png, ,1\n", "line 3, column 'subject': empty value"),
     ("image,subject,time\nx.png,1,0\ny.png,2,soon\n", "line 3, column 'time': 'soon'"),
     ("image,subject,time,split\nx.png,1,0,train\ny.png,2,1,holdout\n",

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from radsearch.cli.main import main
 from radsearch.cohort import Cohort

@@ -27,8 +27,10 @@ META = [
     ("68b5c4b1-227d0485-9cc38c3f-7b84ab51-4b472714", "19999988", "57375967", "AP", "21520708",
      "224550.171"),
 ]
-SPLIT = [(META[0][0], "50414267", "19999987", "train"), (META[1][0], "50414267", "19999987", "train"),
-         (META[2][0], "53189527", "19999987", "train"), (META[3][0], "57375967", "19999988", "test")]
+SPLIT = [(META[0][0], "50414267", "19999987", "train"),
+         (META[1][0], "50414267", "19999987", "train"),
+         (META[2][0], "53189527", "19999987", "train"),
+         (META[3][0], "57375967", "19999988", "test")]
 # MIMIC's own column order is alphabetical; the adapter finds columns by name.
 LABEL_NAMES = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
                "Enlarged Cardiomediastinum", "Fracture", "Lung Lesion", "Lung Opacity",
@@ -66,8 +68,7 @@ def _files(tmp_path: Path):
         f"{d},{s},{st},CHEST (PA AND LAT),{v},3056,2544,{date},{time},CHEST (PA AND LAT),"
         "postero-anterior,Erect" for d, s, st, v, date, time in META])
     split = _gz(tmp_path / "mimic-cxr-2.0.0-split.csv.gz",
-                ["dicom_id,study_id,subject_id,split"] + [",".join(r).replace("test", "test")
-                                                         for r in SPLIT])
+                ["dicom_id,study_id,subject_id,split"] + [",".join(r) for r in SPLIT])
     rows = [f"19999987,{study}," + ",".join(cells.get(n, "") for n in LABEL_NAMES)
             for study, cells in LABELS.items()]
     labels = _gz(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz",
@@ -123,3 +124,14 @@ def test_bad_study_time_names_line(tmp_path):
     lines = [META_HEADER, f"x,19999987,1,d,PA,1,1,21800506,25xx,a,b,c"]
     with pytest.raises(ManifestError, match="line 2: StudyDate '21800506' / StudyTime '25xx'"):
         read_mimic(_gz(tmp_path / "meta.csv.gz", lines))
+
+
+def test_validate_split_becomes_val_and_unknown_split_is_refused(tmp_path):
+    meta, _, _, _ = _files(tmp_path)
+    rows = [",".join(r).replace("test", "validate") for r in SPLIT]
+    split = _gz(tmp_path / "split.csv.gz", ["dicom_id,study_id,subject_id,split"] + rows)
+    assert read_mimic(meta, split=split).table["split"].tolist()[-1] == "val"
+    rows[0] = rows[0].replace("train", "holdout")
+    bad = _gz(tmp_path / "bad.csv.gz", ["dicom_id,study_id,subject_id,split"] + rows)
+    with pytest.raises(ManifestError, match=r"line 2, column 'split': 'holdout'"):
+        read_mimic(meta, split=bad)

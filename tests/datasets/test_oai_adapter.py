@@ -35,7 +35,8 @@ KL = {"00": "ID|SIDE|READPRJ|VERSION|V00XRKL|V00XRJSM\n"
              "9000099|1: Right|37|2.2.3|3|1\n9000099|1: Right|15|2.2.3|2|1\n"
              "9000099|2: Left|15|2.2.3|0|0\n9000296|2: Left|15|2.2.3|1|0\n",
       "01": "ID|SIDE|READPRJ|VERSION|V01XRKL\n9000099|1|15|2.2.3|2\n",
-      "10": "ID|SIDE|READPRJ|VERSION|V10XRKL\n9000099|2|15|2.2.3|.: Missing Form/Incomplete Workbook\n"}
+      "10": "ID|SIDE|READPRJ|VERSION|V10XRKL\n"
+            "9000099|2|15|2.2.3|.: Missing Form/Incomplete Workbook\n"}
 
 
 def _oai(tmp_path: Path) -> tuple[Path, Path]:

@@ -16,7 +16,7 @@ from radsearch.errors import ManifestError
 
 
 def read_text_table(path: str | os.PathLike, what: str, sep: str | None = ",") -> pd.DataFrame:
-    """Read a CSV / pipe-separated file (``.gz`` allowed) with every cell as a string ('' = empty)."""
+    """Read a CSV / pipe-separated file (``.gz`` allowed), every cell a string ('' = empty)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: {what} not found; check the path (see docs/data.md for the "
@@ -54,7 +54,8 @@ def image_column(relative: pd.Series, images: str | os.PathLike | None) -> pd.Se
     """Image paths: the dataset-relative path, under ``images`` when a folder is given."""
     if images is None:
         return relative.astype(str)
-    prefix = os.fspath(Path(images).expanduser())
+    # Absolute, so the folder means the same whatever the manifest's own folder is.
+    prefix = os.fspath(Path(images).expanduser().resolve())
     return prefix + os.sep + relative.astype(str)
 
 
@@ -65,7 +66,7 @@ def locate_images(names: pd.Series, folder: str | os.PathLike) -> pd.Series:
     are planned before the download) get the flat path ``folder/name``, which `radsearch cohort
     validate --check-files` reports as missing.
     """
-    folder = Path(folder).expanduser()
+    folder = Path(folder).expanduser().resolve()
     found: dict[str, str] = {}
     if folder.is_dir():
         wanted = set(names)

@@ -1,10 +1,10 @@
 """CheXpert (``train.csv`` / ``valid.csv``) → Cohort.
 
 Identity is ``patientNNNNN`` from the path (there is no patient column); the study is
-``patientNNNNN/studyN``. CheXpert has no dates: ``time`` is, by default, the patient's Age minus their
-age at their first study (whole years; ages are capped at 90, so for older patients every interval
-reads 0), or with ``time="study"`` the study ordinal − 1 (an order, not years). ``split`` follows the
-folder in the path: train → train, valid → val, test → test.
+``patientNNNNN/studyN``. CheXpert has no dates: ``time`` is, by default, the patient's Age minus
+their age at their first study (whole years; ages are capped at 90, so for older patients every
+interval reads 0), or with ``time="study"`` the study ordinal − 1 (an order, not years). ``split``
+follows the folder in the path: train → train, valid → val, test → test.
 """
 
 from __future__ import annotations
@@ -66,14 +66,14 @@ def _read_one(path: Path, policy: str, keep_raw_labels: bool) -> pd.DataFrame:
     parsed = _parse_paths(raw["Path"])
     bad = np.flatnonzero(parsed["patient"].isna().to_numpy())
     if len(bad):
-        raise ManifestError(f"{path}, line {bad[0] + 2}, column 'Path': {raw['Path'].iloc[bad[0]]!r} "
-                            "has no train|valid|test/patientNNNNN/studyN/ part to take the identity "
-                            "from.")
+        raise ManifestError(f"{path}, line {bad[0] + 2}, column 'Path': "
+                            f"{raw['Path'].iloc[bad[0]]!r} has no train|valid|test/patientNNNNN/"
+                            "studyN/ part to take the identity from.")
     age = pd.to_numeric(raw["Age"], errors="coerce")
     if age.isna().any():
         row = int(np.flatnonzero(age.isna().to_numpy())[0])
-        raise ManifestError(f"{path}, line {row + 2}, column 'Age': {raw['Age'].iloc[row]!r} is not "
-                            "a number.")
+        raise ManifestError(f"{path}, line {row + 2}, column 'Age': {raw['Age'].iloc[row]!r} is "
+                            "not a number.")
     lateral = raw["Frontal/Lateral"].str.strip().str.lower() == "lateral"
     view = raw["AP/PA"].str.strip().where(~lateral, "LAT")
     labels, uncertain = labels_under_policy(label_states(raw, str(path)), policy)
@@ -100,6 +100,7 @@ def _read_one(path: Path, policy: str, keep_raw_labels: bool) -> pd.DataFrame:
 def _parse_paths(paths: pd.Series) -> pd.DataFrame:
     """folder / patient / study / n of each Path (pyarrow's regex engine: fast at 200k rows)."""
     found = pc.extract_regex(pa.array(paths.to_numpy(dtype=object), type=pa.string()), _PATH)
-    fields = dict(zip((f.name for f in found.type), found.flatten()))  # flatten keeps no-match nulls
+    # flatten() (unlike field()) keeps the nulls of rows that did not match.
+    fields = dict(zip((f.name for f in found.type), found.flatten()))
     return pd.DataFrame({name: fields[name].to_numpy(zero_copy_only=False)
                          for name in ("folder", "patient", "study", "n")}, index=paths.index)

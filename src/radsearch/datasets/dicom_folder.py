@@ -42,7 +42,7 @@ def read_dicom_folder(folder: str | os.PathLike, subject_salt: str | None = None
     if not folder.is_dir():
         raise ManifestError(f"{folder}: DICOM folder not found.")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and p.suffix.lower() not in _SKIP_SUFFIXES)
+                   and p.suffix.lower() not in _SKIP_SUFFIXES and p.name.upper() != "DICOMDIR")
     rows, skipped = [], {"not DICOM": 0, "no PatientID": 0, "no date": 0}
     for done, path in enumerate(files, 1):
         row = _read_header(path, skipped)

@@ -25,7 +25,8 @@ POLICIES = ("u-zeros", "u-ones", "ignore")
 def check_policy(policy: str) -> str:
     policy = policy.lower().replace("_", "-")
     if policy not in POLICIES:
-        raise ConfigError(f"unknown uncertainty policy {policy!r}; use one of {', '.join(POLICIES)}.")
+        raise ConfigError(f"unknown uncertainty policy {policy!r}; use one of "
+                          f"{', '.join(POLICIES)}.")
     return policy
 
 

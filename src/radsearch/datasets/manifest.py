@@ -58,8 +58,9 @@ def read_table_manifest(path: str | os.PathLike, image: str = "image", subject: 
     if "split" in table:
         table["split"] = _splits(table["split"].astype(str), path)
     if "labels" in table and label_separator != LABEL_SEPARATOR:
-        table["labels"] = (table["labels"].astype(str).str.split(label_separator)
-                           .map(lambda xs: LABEL_SEPARATOR.join(x.strip() for x in xs if x.strip())))
+        parts = table["labels"].astype(str).str.split(label_separator)
+        table["labels"] = parts.map(lambda xs: LABEL_SEPARATOR.join(x.strip() for x in xs
+                                                                    if x.strip()))
     if images is not None:
         table["image"] = image_column(table["image"].astype(str), images)
     return Cohort(schema_first(table), root=path.parent, source=str(path))
@@ -79,6 +80,6 @@ def _splits(values: pd.Series, path: Path) -> pd.Series:
     normal = values.str.strip().str.lower().map(_SPLIT_NAMES)
     bad = np.flatnonzero(normal.isna().to_numpy())
     if len(bad):
-        raise ManifestError(f"{path}, line {bad[0] + 2}, column 'split': {values.iloc[bad[0]]!r} is "
-                            "not train, val (validate/validation) or test.")
+        raise ManifestError(f"{path}, line {bad[0] + 2}, column 'split': {values.iloc[bad[0]]!r} "
+                            "is not train, val (validate/validation) or test.")
     return normal

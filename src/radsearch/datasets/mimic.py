@@ -18,7 +18,8 @@ import pandas as pd
 
 from radsearch.cohort import Cohort
 from radsearch.datasets._tables import image_column, read_text_table, require_columns
-from radsearch.datasets.labels import CHEXPERT_LABELS, check_policy, label_states, labels_under_policy
+from radsearch.datasets.labels import (CHEXPERT_LABELS, check_policy, label_states,
+                                        labels_under_policy)
 from radsearch.datasets.reports import compose_report, split_sections
 from radsearch.errors import ManifestError
 

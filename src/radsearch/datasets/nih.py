@@ -70,8 +70,8 @@ def read_nih(data_entry: str | os.PathLike, images: str | os.PathLike | None = N
 
 def _read_data_entry(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise ManifestError(f"{path}: NIH data entry file not found; pass Data_Entry_2017_v2020.csv "
-                            "(or .csv.gz) from the ChestX-ray14 download.")
+        raise ManifestError(f"{path}: NIH data entry file not found; pass "
+                            "Data_Entry_2017_v2020.csv (or .csv.gz) from the ChestX-ray14 download.")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:

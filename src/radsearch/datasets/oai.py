@@ -3,8 +3,8 @@
 Inputs: a per-knee image table (``ID, visit, side, path``: pre-cropped knee images from a separate
 localiser) and, optionally, the OAI folder of pipe-separated ASCII files: ``Enrollees.txt``
 (``V00SITE``, site A–E), ``AllClinical{VV}.txt`` (``V{VV}AGE``) and ``kxr_sq_bu{VV}.txt``
-(``ID|SIDE|READPRJ|…|V{VV}XRKL``; SIDE 1 = right, 2 = left). Identity = participant ``ID`` (both knees
-share it); ``time`` = visit months / 12; ``split`` = test for the test site (C in the AdaTriplet
+(``ID|SIDE|READPRJ|…|V{VV}XRKL``; SIDE 1 = right, 2 = left). Identity = participant ``ID`` (both
+knees share it); ``time`` = visit months / 12; ``split`` = test for the test site (C in the AdaTriplet
 protocol), train for the others, with an optional seeded share of participants moved to val.
 """
 
@@ -156,7 +156,8 @@ def _per_visit(folder: Path, stem: str, field: str, table: pd.DataFrame,
             values = values.dropna(subset=["value"]).drop_duplicates(["ID", "side"])
             lookup = values.set_index(["ID", "side"])["value"]
             rows = np.flatnonzero((table["visit"] == code).to_numpy())
-            keys = pd.MultiIndex.from_arrays([table["subject"].iloc[rows], table["side"].iloc[rows]])
+            keys = pd.MultiIndex.from_arrays([table["subject"].iloc[rows],
+                                              table["side"].iloc[rows]])
             out[rows] = lookup.reindex(keys).to_numpy(dtype=np.float64)
         else:
             lookup = values.dropna(subset=["value"]).drop_duplicates("ID").set_index("ID")["value"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from radsearch.cohort import LABEL_SEPARATOR, NO_FINDING, Cohort
+from radsearch.datasets._tables import image_column
 from radsearch.datasets.reports import compose_report
 from radsearch.errors import ManifestError
 
@@ -55,10 +56,11 @@ def cohort_from_reports(reports: pd.DataFrame, images: str | os.PathLike | None 
     if without:
         log.warning("%s: %d report(s) have no image and are left out of the cohort", source,
                     without)
-    per_image = reports.assign(parent=reports["images"].str.split(LABEL_SEPARATOR)).explode("parent")
+    parents = reports["images"].str.split(LABEL_SEPARATOR)
+    per_image = reports.assign(parent=parents).explode("parent")
     per_image = per_image[per_image["parent"].fillna("") != ""]
     names = per_image["parent"] + extension
-    image = names if images is None else os.fspath(Path(images)) + os.sep + names
+    image = image_column(names, images)
     table = pd.DataFrame({
         "image": image.to_numpy(dtype=object),
         "subject": per_image["report_id"].to_numpy(dtype=object),
