@@ -136,6 +136,8 @@ def test_wrong_file_names_the_header_field(tmp_path, header, needle):
 
 
 def test_bad_cell_names_line_and_field(tmp_path):
+    with pytest.raises(ManifestError, match=r"line 10: Image Index '00000001_001.png' is listed"):
+        read_nih(_write(tmp_path, ROWS + [ROWS[1]]))
     rows = list(ROWS)
     rows[3] = rows[3].replace(",80,", ",eighty,")
     with pytest.raises(ManifestError, match=r"line 5, field 'Patient Age': 'eighty'"):

@@ -93,6 +93,10 @@ def _read_data_entry(path: Path) -> pd.DataFrame:
     empty = np.flatnonzero(((table["image_index"] == "") | (table["patient"] == "")).to_numpy())
     if len(empty):
         raise ManifestError(f"{path}, line {empty[0] + 2}: empty Image Index or Patient ID.")
+    dup = np.flatnonzero(table["image_index"].duplicated().to_numpy())
+    if len(dup):  # checked here, where rows still have their line numbers
+        raise ManifestError(f"{path}, line {dup[0] + 2}: Image Index "
+                            f"{table['image_index'].iloc[dup[0]]!r} is listed twice.")
     if not pd.api.types.is_integer_dtype(table["follow_up"]):
         table["follow_up"] = _integers(table["follow_up"].astype(str), path, "Follow-up #")
     if not pd.api.types.is_integer_dtype(table["age"]):
