@@ -192,3 +192,13 @@ def test_broken_dicom_files_raise_without_phi(tmp_path):
     (tmp_path / "junk.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 7)
     with pytest.raises(ImageReadError, match="junk.dcm"):
         read_image(tmp_path / "junk.dcm")
+
+
+def test_dicom_window_after_rescale_uses_modality_units(tmp_path):
+    # CT-like: HU = stored − 1024; window centre 40 HU, width 400 HU → [−160, 240] HU onto [0, 1].
+    pixels = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)
+    _save(_dicom(pixels, RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40,
+                 WindowWidth=400), tmp_path / "ct.dcm")
+    hu = pixels.astype(np.float64) - 1024
+    expected = np.clip((hu - 39.5) / 399 + 0.5, 0.0, 1.0)
+    np.testing.assert_allclose(read_image(tmp_path / "ct.dcm"), expected, atol=1e-6)
