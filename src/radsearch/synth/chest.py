@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from radsearch.synth.common import (STREAM_ACQUISITION, STREAM_ANATOMY, STREAM_COURSE,
-                                    STREAM_TEXTURE, Acquisition, Knob, SynthCohort, assign_split,
+                                    STREAM_REPORT, STREAM_TEXTURE, Acquisition, Knob, SynthCohort, assign_split,
                                     band_noise, check_common_args, ellipse_sd, fill, finish_cohort,
                                     flatten, grid, render, resolve_knobs, rim, run_subjects,
                                     sample, subject_rng, write_png)
@@ -284,7 +284,7 @@ def _findings(x, y, a: ChestAnatomy, st: StudyState, lungs, lung, dome_y, textur
         uu = 0.15 + 0.5 * pos
         yy = y0 + rib * sp + a.rib[2] * uu + a.rib[3] * uu * uu
         xx = s * (uu + 0.06)
-        out += 0.10 * fill(ellipse_sd(x, y, xx, yy, 0.035, 0.032), 0.008)
+        out += 0.12 * fill(ellipse_sd(x, y, xx, yy, 0.05, 0.04), 0.008)  # callus
     for device in st.devices:
         out += _device(device, x, y, a)
     return out
@@ -412,6 +412,7 @@ def _subject_rows(index: int, job: _ChestJob) -> tuple[list[dict], list[np.ndarr
     rng_c = subject_rng(job.seed, index, STREAM_COURSE)
     rng_q = subject_rng(job.seed, index, STREAM_ACQUISITION)
     rng_t = subject_rng(job.seed, index, STREAM_TEXTURE)
+    rng_r = subject_rng(job.seed, index, STREAM_REPORT)
     subject = f"C{index:05d}"
     anatomy = _anatomy(rng_a, spread)
     age0 = float(rng_a.uniform(20, 85))
@@ -428,8 +429,8 @@ def _subject_rows(index: int, job: _ChestJob) -> tuple[list[dict], list[np.ndarr
     pixels: list[np.ndarray] = []
     for visit, st in enumerate(states):
         labels = "|".join(f for f in FINDINGS[1:] if f in st.findings) or FINDINGS[0]
-        has_report = rng_c.random() < job.report_fraction
-        report = write_report(st.findings, rng_c) if has_report else ""
+        has_report = rng_r.random() < job.report_fraction
+        report = write_report(st.findings, rng_r) if has_report else ""
         study = f"{subject}_s{visit:02d}"
         theta = 0.06 * change * st.years
         texture = math.cos(theta) * base + math.sin(theta) * drift

@@ -35,6 +35,7 @@ STREAM_ANATOMY = 0
 STREAM_COURSE = 1      # disease course / visits / findings
 STREAM_ACQUISITION = 2
 STREAM_TEXTURE = 3
+STREAM_REPORT = 4      # report wording and which studies have one
 
 
 @dataclass
