@@ -35,6 +35,12 @@ def test_identity_time_and_tags(dicom_archive, caplog):
     assert "1 file(s) skipped (not DICOM)" in caplog.text
 
 
+def test_threads_give_the_same_cohort(dicom_archive):
+    one = read_dicom_folder(dicom_archive, workers=1).table
+    three = read_dicom_folder(dicom_archive, workers=3).table
+    assert one.equals(three)
+
+
 def test_pseudonyms_are_stable_and_salted(dicom_archive):
     t = read_dicom_folder(dicom_archive, subject_salt="s3cret").table
     assert set(t["subject"]) == {pseudonym("MRN001", "s3cret"), pseudonym("MRN002", "s3cret")}

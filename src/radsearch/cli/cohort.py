@@ -183,6 +183,7 @@ def from_dicom_command(
     out: Path = OUT,
     salt: str = typer.Option(None, "--pseudonymise-salt",
                              help="Replace PatientID by a salted SHA-256 pseudonym."),
+    workers: int = typer.Option(4, help="Threads reading headers (helps on network shares)."),
 ) -> None:
     """Hospital DICOM folder: identity = PatientID, time from StudyDate/Time (no PHI logged)."""
     from rich.progress import Progress
@@ -192,7 +193,7 @@ def from_dicom_command(
     with _adapter_log(), Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("reading DICOM headers", total=None)
         cohort = read_dicom_folder(
-            folder, subject_salt=salt,
+            folder, subject_salt=salt, workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total))
     _save(cohort, out, images_given=True)
 

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -33,10 +34,12 @@ _SKIP_SUFFIXES = (".txt", ".csv", ".json", ".xml", ".png", ".jpg", ".jpeg", ".md
 
 
 def read_dicom_folder(folder: str | os.PathLike, subject_salt: str | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Cohort:
+                      progress: Callable[[int, int], None] | None = None,
+                      workers: int = 4) -> Cohort:
     """Cohort of every DICOM file under ``folder`` (any extension; non-DICOM files are skipped).
 
-    Files without PatientID or without any date are skipped and counted in the log.
+    Files without PatientID or without any date are skipped and counted in the log. ``workers``
+    threads read headers concurrently (it helps on network shares, where reading is I/O bound).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -44,12 +47,14 @@ def read_dicom_folder(folder: str | os.PathLike, subject_salt: str | None = None
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and p.suffix.lower() not in _SKIP_SUFFIXES and p.name.upper() != "DICOMDIR")
     rows, skipped = [], {"not DICOM": 0, "no PatientID": 0, "no date": 0}
-    for done, path in enumerate(files, 1):
-        row = _read_header(path, skipped)
-        if row is not None:
-            rows.append(row)
-        if progress is not None:
-            progress(done, len(files))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, (row, reason) in enumerate(pool.map(_read_header, files), 1):
+            if row is not None:
+                rows.append(row)
+            else:
+                skipped[reason] += 1
+            if progress is not None:
+                progress(done, len(files))
     for reason, count in skipped.items():
         if count:
             log.warning("%s: %d file(s) skipped (%s)", folder, count, reason)
@@ -70,20 +75,18 @@ def pseudonym(patient_id: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}\0{patient_id}".encode()).hexdigest()[:16]
 
 
-def _read_header(path: Path, skipped: dict[str, int]) -> dict | None:
+def _read_header(path: Path) -> tuple[dict | None, str]:
+    """The row of one file, or None and the reason it is skipped."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(TAGS))
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError):
-        skipped["not DICOM"] += 1
-        return None
+        return None, "not DICOM"
     subject = str(ds.get("PatientID", "") or "").strip()
     if not subject:
-        skipped["no PatientID"] += 1
-        return None
+        return None, "no PatientID"
     when = _acquired(ds)
     if when is None:
-        skipped["no date"] += 1
-        return None
+        return None, "no date"
     side = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip().upper()
     return {
         "image": str(path),
@@ -95,7 +98,7 @@ def _read_header(path: Path, skipped: dict[str, int]) -> dict | None:
         "sop_instance_uid": str(ds.get("SOPInstanceUID", "") or ""),
         "body_part": str(ds.get("BodyPartExamined", "") or "").strip(),
         "modality": str(ds.get("Modality", "") or "").strip(),
-    }
+    }, ""
 
 
 def _acquired(ds: pydicom.Dataset) -> dt.datetime | None:
