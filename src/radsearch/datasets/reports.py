@@ -33,7 +33,12 @@ def split_sections(text: str) -> dict[str, str]:
 
 def compose_report(sections: dict[str, str]) -> str:
     """FINDINGS and IMPRESSION with their headers; else all sections' text; '' when empty."""
+    # Exact FINDINGS / IMPRESSION headers first, else variants ("FINDINGS AND IMPRESSION",
+    # "IMPRESSIONS") in the order they appear.
     parts = [f"{name}: {sections[name]}" for name in REPORT_SECTIONS if sections.get(name)]
+    if not parts:
+        parts = [f"{name}: {text}" for name, text in sections.items() if text
+                 and any(key[:-1] in name for key in REPORT_SECTIONS)]
     if parts:
         return "\n".join(parts)
     return "\n".join(f"{k}: {v}" if k else v for k, v in sections.items() if v)
