@@ -44,7 +44,8 @@ for module in (cohort, synth, evaluate, train):
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a RadsearchError becomes one red line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode click returns the code of typer.Exit / ctx.exit instead of raising
+        result = app(args=argv, standalone_mode=False)
     except RadsearchError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -53,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         Console(stderr=True).print("aborted")
         return 130
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        from click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
+    except Exception as exc:
+        # click usage errors (unknown command, bad option) arrive here in non-standalone mode; typer
+        # >= 0.20 vendors its own click, so recognise them by their interface, not their class
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
