@@ -30,6 +30,7 @@ replacement (so it cannot skip single-image subjects) — the four properties th
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -125,19 +126,19 @@ class MPerSubjectBatchSampler(Sampler[list[int]]):
     def global_batches(self, epoch: int) -> tuple[list[list[int]], int]:
         """All ranks' batches of ``epoch`` and the number of repeated (augment-only) rows."""
         rng = np.random.default_rng([self.seed, int(epoch)])
-        pending: list[int] = []  # subjects deferred because they were already in the batch
-        stream: list[int] = []
+        pending: deque[int] = deque()  # subjects deferred because they were already in the batch
+        stream: deque[int] = deque()
         batches: list[list[int]] = []
         duplicates = 0
         for _ in range(self.num_batches):
             chosen: list[int] = []
             while len(chosen) < self.subjects_per_batch:
                 if pending and pending[0] not in chosen:
-                    chosen.append(pending.pop(0))
+                    chosen.append(pending.popleft())
                     continue
                 if not stream:
-                    stream = rng.permutation(len(self.groups)).tolist()
-                subject = stream.pop(0)
+                    stream = deque(rng.permutation(len(self.groups)).tolist())
+                subject = stream.popleft()
                 (pending if subject in chosen else chosen).append(subject)
             batch: list[int] = []
             for subject in chosen:
