@@ -149,3 +149,17 @@ def test_augmentations_reproducible_per_worker_count(num_workers):
         assert torch.equal(a, b)
     other = _epoch(num_workers, seed=1)  # same rows (sampler seed 0), other augmentations
     assert not all(torch.equal(a, b) for a, b in zip(first, other))
+
+
+def test_dataset_pickles_for_spawned_workers():
+    # macOS / Windows start DataLoader workers with spawn: dataset and transforms travel by pickle.
+    import pickle
+
+    cohort = _cohort(2, 2)
+    transform = build_transforms("oai", True, image_size=32, resize=36)
+    dataset = CohortDataset(cohort, images=_images(4), transform=transform)
+    clone = pickle.loads(pickle.dumps(dataset))
+    torch.manual_seed(5)
+    a = dataset[3][0]
+    torch.manual_seed(5)
+    assert torch.equal(clone[3][0], a)
