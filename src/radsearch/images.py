@@ -5,9 +5,10 @@ source format: 0 is black (no attenuation shown), 1 is white, whatever the bit d
 photometric interpretation. A file that cannot be read raises ``ImageReadError`` naming it, so a
 training run stops on the broken file instead of on an obscure decoder traceback.
 
-DICOM follows the standard display pipeline: stored values → modality LUT (rescale slope/intercept
-or LUT) → VOI LUT (LUT sequence, else window centre/width with its VOI LUT function) → scaling by the
-range that stage can produce (derived from BitsStored, not 65535) → inversion for MONOCHROME1.
+DICOM follows the standard display pipeline: stored values → modality LUT (rescale slope and
+intercept, or LUT) → VOI LUT (LUT sequence, else window centre/width with its VOI LUT function) →
+scaling by the range that stage can produce (derived from BitsStored, not 65535) → inversion for
+MONOCHROME1.
 JPEG 2000 and JPEG-LS pixel data are decoded by the pylibjpeg plugins when installed.
 """
 

@@ -48,12 +48,15 @@ class CohortDataset(Dataset):
     sequence (uint8 / uint16 / float [0, 1] arrays) aligned with the cohort rows, used instead of
     the files. ``mirror_right``: flip rows whose ``side`` is ``R`` horizontally, so every knee looks
     like a left one (OAI). ``cache_dir``: keep decoded images resized to ``cache_size`` (default:
-    the transform's ``resize``, else the original size) as ``.npy`` files there.
+    the transform's ``resize``, else the original size) as ``.npy`` files there (files only;
+    ignored with ``images``).
     """
 
-    def __init__(self, cohort: Cohort, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 images: Sequence[np.ndarray] | np.ndarray | None = None, mirror_right: bool = False,
-                 cache_dir: str | os.PathLike | None = None, cache_size: int | None = None) -> None:
+    def __init__(self, cohort: Cohort,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 images: Sequence[np.ndarray] | np.ndarray | None = None,
+                 mirror_right: bool = False, cache_dir: str | os.PathLike | None = None,
+                 cache_size: int | None = None) -> None:
         self.cohort = cohort
         self.transform = transform
         self.images = images

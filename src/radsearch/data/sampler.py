@@ -161,7 +161,7 @@ class MPerSubjectBatchSampler(Sampler[list[int]]):
 
 
 def augment_only_pairs(row_indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
-    """[B, B] bool mask of pairs (i ≠ j) that are the same row: positives made by augmentation only."""
+    """[B, B] bool mask of pairs (i ≠ j) of the same row: positives made by augmentation only."""
     rows = torch.as_tensor(np.asarray(row_indices)).reshape(-1)
     same = rows[:, None] == rows[None, :]
     return same & ~torch.eye(len(rows), dtype=torch.bool)

@@ -1,4 +1,4 @@
-"""Augmentations of the AdaTriplet paper (supplement Table 1a) as a torchvision.transforms.v2 pipeline.
+"""Augmentations of the AdaTriplet paper (supplement Table 1a) as a torchvision.transforms.v2 chain.
 
 Train: resize R×R → Gaussian-noise blend (p 0.5, gain ~ U(0, 0.3)) → rotation ±10° (p
 ``rotation_p``; the table says 1, the authors' code used 0.5) → random crop S → gamma (p 0.5,
