@@ -69,35 +69,34 @@ def query_metrics(ranks: RelevantRanks, *, cmc_ks: Sequence[int] = FORENSIC_CMC_
     big_r = ranks.n_relevant.astype(np.float64)
     precision = r / a if len(a) else np.zeros(0)
 
-    def per_query(weights: np.ndarray) -> np.ndarray:
-        return np.bincount(q, weights=weights.astype(np.float64), minlength=n)
+    def count(mask: np.ndarray) -> np.ndarray:  # relevant items per query where mask holds
+        return np.bincount(q[mask], minlength=n).astype(np.float64)
+
+    def precision_sum(mask: np.ndarray | None = None) -> np.ndarray:
+        if mask is None:
+            return np.bincount(q, weights=precision, minlength=n)
+        return np.bincount(q[mask], weights=precision[mask], minlength=n)
 
     first = np.full(n, np.inf)
     np.minimum.at(first, q, a)
     values: dict[str, np.ndarray] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        values["mAP"] = per_query(precision) / big_r
+        values["mAP"] = precision_sum() / big_r
         within_r = a <= big_r[q]
-        values["mAP@R"] = per_query(precision * within_r) / big_r
-        values["R-precision"] = per_query(within_r) / big_r
+        values["mAP@R"] = precision_sum(within_r) / big_r
+        values["R-precision"] = count(within_r) / big_r
         values["MRR"] = 1.0 / first
         impostors_before = a - r
         for k in cmc_ks:
-            values[f"CMC@{k}"] = per_query(impostors_before < k) / big_r
+            values[f"CMC@{k}"] = count(impostors_before < k) / big_r
         for k in cmc_ks:
             values[f"CMC@{k}_first"] = (first <= k).astype(np.float64)
         for k in precision_ks:
-            values[f"P@{k}"] = per_query(a <= k) / k
+            values[f"P@{k}"] = count(a <= k) / k
         for k in map_ks:
             top = a <= k
-            summed = per_query(precision * top)
-            if normalisation == "dscmr":
-                found = per_query(top)
-                values[f"mAP@{k}"] = np.where(found > 0, summed / np.maximum(found, 1), 0.0)
-            elif normalisation == "ath":
-                values[f"mAP@{k}"] = summed / k
-            else:
-                values[f"mAP@{k}"] = summed / np.minimum(k, big_r)
+            values[f"mAP@{k}"] = _normalise_map_at_k(precision_sum(top), count(top), k, big_r,
+                                                     normalisation)
     skipped = ranks.n_relevant == 0
     for value in values.values():
         value[skipped] = np.nan
@@ -170,29 +169,34 @@ def relevance_retrieval(query: np.ndarray, gallery: np.ndarray, relevance: np.nd
     ``ndcg_ks``. Small problems only (the matrices are dense); the diagnostic protocol builds
     relevance chunk by chunk instead.
     """
-    relevance_t = torch.as_tensor(np.asarray(relevance, dtype=bool))
-    gain_t = None if gains is None else torch.as_tensor(np.asarray(gains, dtype=np.float64))
+    relevance_np = np.asarray(relevance, dtype=bool)
+    gains_np = None if gains is None else np.asarray(gains, dtype=np.float64)
     results = dense_retrieval(
         prepare(query, normalize), prepare(gallery, normalize),
-        lambda s, e: {"relevance": relevance_t[s:e]},
-        None if gain_t is None else (lambda s, e: gain_t[s:e]),
+        lambda s, e: {"relevance": (None, relevance_np[s:e])},
+        None if gains_np is None else (lambda s, e: gains_np[s:e]),
         ndcg_ks=ndcg_ks, query_in_gallery=query_in_gallery, cmc_ks=cmc_ks,
         precision_ks=precision_ks, map_ks=map_ks, normalisation=normalisation,
         memory_mb=memory_mb)
     return results["relevance"]
 
 
+RelevanceSpec = tuple[np.ndarray | None, np.ndarray]
+
+
 def dense_retrieval(query: torch.Tensor, gallery: torch.Tensor,
-                    relevance_of: Callable[[int, int], dict[str, torch.Tensor]],
-                    gains_of: Callable[[int, int], torch.Tensor] | None = None, *,
+                    relevance_of: Callable[[int, int], dict[str, RelevanceSpec]],
+                    gains_of: Callable[[int, int], np.ndarray] | None = None, *,
                     ndcg_ks: Sequence[int] = (), query_in_gallery: np.ndarray | None = None,
                     cmc_ks: Sequence[int] = (1, 5), precision_ks: Sequence[int] = (1, 5, 10),
                     map_ks: Sequence[int] = (1, 5, 10, 20), normalisation: str = "dscmr",
                     memory_mb: float = DEFAULT_MEMORY_MB) -> dict[str, PerQueryMetrics]:
     """Sort-based metrics for several relevance definitions sharing one sort per query chunk.
 
-    ``relevance_of(start, stop)`` gives named bool matrices [stop - start, n_gallery]; the result
-    has one :class:`PerQueryMetrics` per name. nDCG@k (from ``gains_of``) goes to every name.
+    ``relevance_of(start, stop)`` gives, per name, ``(rows, relevance)``: the chunk-local rows it
+    applies to (None = all) and a bool array [len(rows), n_gallery], or one bool vector
+    [n_gallery] shared by those rows. Rows not listed count as skipped for that name. nDCG@k
+    (gains from ``gains_of``) is added to every name.
     """
     n_queries = query.shape[0]
     values: dict[str, dict[str, np.ndarray]] = {}
@@ -200,35 +204,41 @@ def dense_retrieval(query: torch.Tensor, gallery: torch.Tensor,
     for chunk in sorted_chunks(query, gallery, query_in_gallery=query_in_gallery,
                                memory_mb=memory_mb):
         start, stop = chunk.start, chunk.start + chunk.order.shape[0]
-        own = None if query_in_gallery is None else query_in_gallery[start:stop]
-        extra: dict[str, np.ndarray] = {}
+        own = None if query_in_gallery is None else np.asarray(query_in_gallery[start:stop],
+                                                                np.int64)
+        ndcg: dict[str, np.ndarray] = {}
         if gains_of is not None:
-            gains = gains_of(start, stop).to(torch.float64).clone()
+            gains = np.array(gains_of(start, stop), dtype=np.float64)
             if own is not None:
-                _drop_self(gains, own)
-            extra = {f"nDCG@{k}": chunk.ndcg(gains, k) for k in ndcg_ks}
-        for name, relevant in relevance_of(start, stop).items():
-            relevant = relevant.clone()
-            if own is not None:
-                _drop_self(relevant, own)
-            local = query_metrics(chunk.ranks(relevant), cmc_ks=cmc_ks,
-                                  precision_ks=precision_ks, map_ks=map_ks,
-                                  normalisation=normalisation)
-            local.values.update({key: value.copy() for key, value in extra.items()})
+                inside = np.flatnonzero(own >= 0)
+                gains[inside, own[inside]] = 0.0
+            ndcg = {f"nDCG@{k}": chunk.ndcg(gains, k) for k in ndcg_ks}
+        for name, (rows, relevant) in relevance_of(start, stop).items():
+            local_rows = np.arange(stop - start) if rows is None else np.asarray(rows)
+            ranks = chunk.ranks(relevant, rows, None if own is None else own[local_rows])
+            local = query_metrics(ranks, cmc_ks=cmc_ks, precision_ks=precision_ks,
+                                  map_ks=map_ks, normalisation=normalisation)
+            local.values.update({key: value[local_rows] for key, value in ndcg.items()})
             if name not in values:
                 values[name] = {key: np.full(n_queries, np.nan) for key in local.values}
                 n_relevant[name] = np.zeros(n_queries, np.int64)
+            target = local_rows + start
             for key, value in local.values.items():
                 value[~local.evaluated] = np.nan
-                values[name][key][start:stop] = value
-            n_relevant[name][start:stop] = local.n_relevant
+                values[name][key][target] = value
+            n_relevant[name][target] = local.n_relevant
     return {name: PerQueryMetrics(values[name], n_relevant[name]) for name in values}
 
 
-def _drop_self(matrix: torch.Tensor, own: np.ndarray) -> None:
-    own_t = torch.from_numpy(np.asarray(own, np.int64))
-    inside = own_t >= 0
-    matrix[torch.nonzero(inside).flatten(), own_t[inside]] = 0
+def _normalise_map_at_k(summed: np.ndarray, found: np.ndarray, k: int, big_r: np.ndarray,
+                        normalisation: str) -> np.ndarray:
+    """mAP@k from Σ precision over matches in the top k: by matches found, by k or by min(k,R)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if normalisation == "dscmr":
+            return np.where(found > 0, summed / np.maximum(found, 1), 0.0)
+        if normalisation == "ath":
+            return summed / k
+        return summed / np.minimum(k, big_r)
 
 
 def _check_lengths(embeddings: np.ndarray, ids: np.ndarray, name: str) -> None:

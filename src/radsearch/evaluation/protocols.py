@@ -269,37 +269,34 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
     if database == queries:
         self_index = np.arange(len(q_rows), dtype=np.int64)
 
-    label_q = torch.from_numpy(labels[q_rows])
-    label_db = torch.from_numpy(labels[db_rows])
-    label_db_f = label_db.to(torch.float32)
+    label_q, label_db = labels[q_rows], labels[db_rows]
+    label_q_f = torch.from_numpy(label_q.astype(np.float32))
+    label_db_f = torch.from_numpy(label_db.astype(np.float32))
     set_codes = pd.factorize(pd.Series([frozenset(np.flatnonzero(r)) for r in labels]))[0]
-    codes_q, codes_db = torch.from_numpy(set_codes[q_rows]), torch.from_numpy(set_codes[db_rows])
-    size_q = label_q.sum(1).to(torch.float64)
-    size_db = label_db.sum(1).to(torch.float64)
+    codes_q, codes_db = set_codes[q_rows], set_codes[db_rows]
+    size_q, size_db = label_q_f.sum(1).double(), label_db_f.sum(1).double()
 
     def shared(start: int, stop: int) -> torch.Tensor:
-        return label_q[start:stop].to(torch.float32) @ label_db_f.T
+        return label_q_f[start:stop] @ label_db_f.T  # labels in common (exact small integers)
 
-    def relevance_of(start: int, stop: int) -> dict[str, torch.Tensor]:
-        common = shared(start, stop)
+    def relevance_of(start: int, stop: int) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
         if relevance == "exact":
-            overall = (codes_q[start:stop, None] == codes_db[None, :]) & (size_q[start:stop,
-                                                                                 None] > 0)
+            overall = ((codes_q[start:stop, None] == codes_db[None, :])
+                       & label_q[start:stop].any(1)[:, None])
         else:
-            overall = common > 0
-        out = {"all": overall}
-        for c, name in enumerate(class_names):
-            has_c = label_q[start:stop, c]
-            if not bool(has_c.any()):
-                continue
-            base = label_db[:, c][None, :] if per_class_relevance == "class" else overall
-            out[name] = base & has_c[:, None]
+            overall = (shared(start, stop) > 0).numpy()
+        out = {"all": (None, overall)}
+        for c, name in enumerate(class_names):  # only the chunk's queries that carry class c
+            rows = np.flatnonzero(label_q[start:stop, c])
+            if len(rows):
+                out[name] = (rows, label_db[:, c] if per_class_relevance == "class"
+                             else overall[rows])
         return out
 
-    def jaccard(start: int, stop: int) -> torch.Tensor:
-        common = shared(start, stop).to(torch.float64)
+    def jaccard(start: int, stop: int) -> np.ndarray:
+        common = shared(start, stop).double()
         union = size_q[start:stop, None] + size_db[None, :] - common
-        return torch.where(union > 0, common / union.clamp(min=1), torch.zeros(()))
+        return torch.where(union > 0, common / union.clamp(min=1), torch.zeros(())).numpy()
 
     per_name = dense_retrieval(
         vectors[torch.from_numpy(q_rows)], vectors[torch.from_numpy(db_rows)], relevance_of,
