@@ -59,6 +59,19 @@ def test_diagnostic_command_and_split_option(files, tmp_path):
     assert json.loads(out.read_text())["n_gallery"] == 10
 
 
+def test_repeated_embeddings_evaluate_a_fold_ensemble(files):
+    tmp, manifest, emb_path, emb = files
+    second = tmp / "fold2.npy"
+    np.save(second, np.random.default_rng(9).normal(size=emb.shape).astype(np.float32))
+    out = tmp / "ens.json"
+    assert main(["evaluate", "-e", str(emb_path), "-e", str(second), "-c", str(manifest),
+                 "--json", str(out)]) == 0
+    expected = evaluate_forensic([emb, np.load(second)], Cohort.load(manifest))
+    data = json.loads(out.read_text())
+    assert data["groups"]["all"]["mAP"] == pytest.approx(expected.groups["all"]["mAP"])
+    assert data["settings"]["similarity"] == "mean cosine of 2 models"
+
+
 @pytest.mark.parametrize("problem, message", [
     ("rows", "59 rows but the cohort has 60"),
     ("nan", "row 5 contains NaN"),

@@ -171,6 +171,13 @@ def relevance_retrieval(query: np.ndarray, gallery: np.ndarray, relevance: np.nd
     """
     relevance_np = np.asarray(relevance, dtype=bool)
     gains_np = None if gains is None else np.asarray(gains, dtype=np.float64)
+    expected = (len(query), len(gallery))
+    for name, matrix in (("relevance", relevance_np), ("gains", gains_np)):
+        if matrix is not None and matrix.shape != expected:
+            raise DataError(f"{name} matrix has shape {matrix.shape}; expected {expected} "
+                            "= (queries, gallery items).")
+    if not len(query) or not len(gallery):
+        raise DataError("relevance_retrieval: no queries or no gallery items.")
     results = dense_retrieval(
         prepare(query, normalize), prepare(gallery, normalize),
         lambda s, e: {"relevance": (None, relevance_np[s:e])},

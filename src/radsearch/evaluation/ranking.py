@@ -36,20 +36,6 @@ class RelevantRanks:
     ge_rel: np.ndarray  # int64 [P]: relevant items scoring >= this relevant item
     n_relevant: np.ndarray  # int64 [n_queries]: R, relevant gallery items per query
 
-    @staticmethod
-    def concatenate(parts: list[RelevantRanks], n_queries: int) -> RelevantRanks:
-        """Join chunk results whose ``query`` indices are already global."""
-        if not parts:
-            empty = np.zeros(0, dtype=np.int64)
-            return RelevantRanks(n_queries, empty, empty, empty, np.zeros(n_queries, np.int64))
-        return RelevantRanks(
-            n_queries,
-            np.concatenate([p.query for p in parts]),
-            np.concatenate([p.ge_all for p in parts]),
-            np.concatenate([p.ge_rel for p in parts]),
-            np.sum([p.n_relevant for p in parts], axis=0),
-        )
-
 
 def prepare(vectors: np.ndarray | torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """float32 CPU tensor, L2-normalised per row when ``normalize`` (cosine similarity)."""
@@ -97,7 +83,7 @@ def identity_ranks(query: torch.Tensor, gallery: torch.Tensor, query_ids: np.nda
     mask_buffer = np.empty((rows, n_gallery), dtype=bool)
     query_np = query.numpy()
     gallery_t = np.ascontiguousarray(gallery.numpy().T)
-    parts: list[RelevantRanks] = []
+    ge_all_parts, ge_rel_parts = [], []
     for start, stop in _chunks(n_queries, rows):
         a, b = np.searchsorted(rel_q, [start, stop])
         if a == b:
@@ -108,10 +94,11 @@ def identity_ranks(query: torch.Tensor, gallery: torch.Tensor, query_ids: np.nda
         local_rows = rel_q[a:b] - start
         ge_all, ge_rel = _count_at_least(scores, local_rows, scores[local_rows, rel_g[a:b]],
                                          mask_buffer[: stop - start])
-        parts.append(RelevantRanks(n_queries, rel_q[a:b], ge_all, ge_rel,
-                                   np.zeros(n_queries, np.int64)))
-    ranks = RelevantRanks.concatenate(parts, n_queries)
-    return RelevantRanks(n_queries, ranks.query, ranks.ge_all, ranks.ge_rel, n_relevant)
+        ge_all_parts.append(ge_all)
+        ge_rel_parts.append(ge_rel)
+    empty = [np.zeros(0, np.int64)]
+    return RelevantRanks(n_queries, rel_q, np.concatenate(ge_all_parts or empty),
+                         np.concatenate(ge_rel_parts or empty), n_relevant)
 
 
 def _same_identity_pairs(query_ids: np.ndarray, gallery_ids: np.ndarray
