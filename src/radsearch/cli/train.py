@@ -74,9 +74,11 @@ def embed_command(
 def compare_command(
     config: Path = typer.Argument(..., help="YAML config shared by every run."),
     overrides: list[str] = typer.Argument(None, help="key=value overrides for every run."),
-    methods: str = typer.Option(..., "--methods", help="Comma-separated method names, e.g. "
-                                                        "AdaTriplet-AM,Triplet,Contrastive."),
-    seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method."),
+    methods: str = typer.Option(None, "--methods", help="Comma-separated methods, e.g. "
+                                "AdaTriplet-AM,Triplet or 'AdaTriplet[epsilon=0.5,beta=0.5]' "
+                                "(default: the config's compare.methods)."),
+    seeds: int = typer.Option(None, "--seeds", help="Seeds 0..N-1 per method (default: the "
+                                                    "config's compare.seeds)."),
     out: Path = typer.Option(None, "--out", help="Folder for the runs and the table "
                                                  "(default <run.out_dir>/compare)."),
 ) -> None:
@@ -85,8 +87,8 @@ def compare_command(
     from radsearch.training.compare import compare
 
     cfg = load_config(config, overrides or [])
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    path = compare(cfg, names, seeds, out,
+    names = _split_methods(methods) if methods else list(cfg.compare.methods)
+    path = compare(cfg, names, seeds or cfg.compare.seeds, out,
                    on_run=lambda m, s, d: console.print(f"[green]✓[/] {m} seed {s}: {d}"))
     console.print(path.read_text(encoding="utf-8"), markup=False)
     console.print(f"table: {path}")
@@ -111,3 +113,17 @@ def _print_metrics(title: str, metrics: dict) -> None:
         table.add_column(key)
     table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in metrics.values()])
     console.print(table)
+
+
+def _split_methods(text: str) -> list[str]:
+    """Split on commas outside brackets: "A,B[x=1,y=2]" → ["A", "B[x=1,y=2]"]."""
+    out, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            out.append(current.strip())
+            current = ""
+        else:
+            current += char
+    out.append(current.strip())
+    return [m for m in out if m]

@@ -10,10 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 from scipy.stats import sem
 
 from radsearch.errors import ConfigError
@@ -23,36 +26,55 @@ from radsearch.training.config import Config
 TABLE_METRICS = ("mAP", "mAP@R", "CMC@1")
 
 
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any], str]:
+    """``"AdaTriplet[epsilon=0.5,beta=0.75]"`` → (name, options, folder-safe label)."""
+    from radsearch.losses import METHODS
+
+    match = re.fullmatch(r"\s*([A-Za-z0-9_-]+)\s*(?:\[(.*)\])?\s*", spec)
+    if not match or match.group(1) not in METHODS:
+        raise ConfigError(f"method {spec!r}: expected NAME or NAME[key=value,...] with NAME one "
+                          f"of {', '.join(METHODS)}.")
+    name, inner = match.group(1), match.group(2)
+    options: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in (inner or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"method {spec!r}: option {item!r} is not key=value.")
+        options[key.strip()] = yaml.safe_load(value)
+    label = name + "".join(f"_{k}={v}" for k, v in options.items())
+    return name, options, label
+
+
 def compare(config: Config, methods: Sequence[str], seeds: int | Sequence[int],
             out_dir: str | Path | None = None,
             on_run: Callable[[str, int, Path], None] | None = None) -> Path:
-    """Train ``methods`` × ``seeds`` (each in ``out_dir/<method>/s<seed>``); return the table path."""
-    from radsearch.losses import METHODS
+    """Train ``methods`` × ``seeds`` (each in ``out_dir/<label>/s<seed>``); return the table path.
+
+    A method is a name of ``radsearch.losses.METHODS``, optionally with settings:
+    ``AdaTriplet[epsilon=0.5,beta=0.5]`` (grid searches, AutoMargin ablations).
+    """
     from radsearch.training.engine import train
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"--methods: unknown method(s) {', '.join(unknown)}; available: "
-                          f"{', '.join(METHODS)}.")
+    specs = [parse_method_spec(m) for m in methods]
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seed_list or not methods:
+    if not seed_list or not specs:
         raise ConfigError("compare needs at least one method and one seed.")
     out = Path(out_dir) if out_dir is not None else Path(config.run.out_dir) / "compare"
     runs: dict[str, list[Path]] = {}
-    for method in methods:
+    for name, options, label in specs:
         for seed in seed_list:
             cfg = config.model_copy(deep=True)
-            cfg.method.name = method
-            cfg.method.options = {}
+            cfg.method.name = name
+            cfg.method.options = options
             cfg.train.seed = seed
             cfg.run.out_dir = str(out)
-            cfg.run.name = f"{method}/s{seed}"
+            cfg.run.name = f"{label}/s{seed}"
             run_dir = cfg.run_dir()
             if not (run_dir / "summary.json").is_file():
                 train(cfg)
-            runs.setdefault(method, []).append(run_dir)
+            runs.setdefault(label, []).append(run_dir)
             if on_run is not None:
-                on_run(method, seed, run_dir)
+                on_run(label, seed, run_dir)
     return write_comparison(runs, out, seed_list)
 
 

@@ -99,6 +99,12 @@ class RunConfig(_Strict):
     resume: bool = True                  # continue from last.pt when the run folder has one
 
 
+class CompareConfig(_Strict):
+    """Defaults of ``radsearch compare``: method specs such as ``AdaTriplet[epsilon=0.5,beta=0.5]``."""
+    methods: list[str] = Field(default_factory=list)
+    seeds: int = Field(3, ge=1)
+
+
 class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -107,6 +113,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     val: ValConfig = Field(default_factory=ValConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     def run_dir(self) -> Path:
         name = self.run.name or f"{self.method.name}-s{self.train.seed}"

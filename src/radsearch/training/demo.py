@@ -15,13 +15,13 @@ from rich.console import Console
 DEMO_METHODS = ("AdaTriplet-AM", "Triplet")
 
 DEMO_CONFIG: dict = {
-    "data": {"synth": {"kind": "knee", "n_subjects": 160, "seed": 0, "image_size": 96},
+    "data": {"synth": {"kind": "knee", "n_subjects": 160, "seed": 0, "image_size": 80},
              "preset": "oai", "image_size": 64, "resize": 72, "in_memory": True, "workers": 0},
     "model": {"name": "resnet18", "embedding_dim": 128, "weights": "none"},
     "method": {"name": "AdaTriplet-AM"},
     "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
-    "train": {"epochs": 8, "subjects_per_batch": 16, "images_per_subject": 4,
-              "max_batches_per_epoch": 12, "seed": 0, "device": "auto"},
+    "train": {"epochs": 10, "subjects_per_batch": 12, "images_per_subject": 4,
+              "max_batches_per_epoch": 12, "seed": 0, "device": "auto", "threads": 1},
     "val": {"every": 1, "metric": "mAP", "batch_size": 128},
     "run": {"out_dir": "demo/runs"},
 }

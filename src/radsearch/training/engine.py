@@ -103,8 +103,6 @@ class Trainer:
         if self.info.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.info.local_rank)
             torch.cuda.set_device(self.device)
-        if config.train.threads and self.device.type == "cpu":
-            torch.set_num_threads(config.train.threads)
 
     # ---------------------------------------------------------------- set-up
     def setup(self) -> None:
@@ -158,13 +156,6 @@ class Trainer:
             codes, m=c.train.images_per_subject, subjects_per_batch=c.train.subjects_per_batch,
             policy=c.train.sampler_policy, seed=c.train.seed, rank=self.info.rank,
             world_size=self.info.world_size)
-        if len(self.sampler) == 0:
-            from radsearch.errors import DataError
-
-            raise DataError(
-                f"{self.cohort.source}: the train split cannot fill one batch of "
-                f"{c.train.subjects_per_batch} subjects × {c.train.images_per_subject} images; "
-                "lower train.subjects_per_batch / train.images_per_subject or use a larger cohort.")
         self.logger = RunLogger(self.run_dir, tensorboard=self.info.is_main)
         self.start_epoch = 0
         self.best = {"metric": -math.inf, "epoch": -1}
@@ -258,7 +249,7 @@ class Trainer:
         stats = {k: float(v) for k, v in self.method.epoch_stats().items()}
         histograms = self.method.epoch_histograms()
         self.method.on_epoch_end()
-        row = {"epoch": float(epoch), "loss": float(np.mean(losses)) if losses else math.nan,
+        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else math.nan,
                "batches": float(len(losses)),
                "seconds": time.perf_counter() - started, **stats}
         return row, histograms
@@ -380,9 +371,16 @@ def _progress(enabled: bool, description: str, total: int):
 
 def train(config: Config) -> Path:
     """Train (or resume) the run described by ``config``; returns its folder."""
-    trainer = Trainer(config)
-    trainer.setup()
-    return trainer.fit()
+    threads = torch.get_num_threads()
+    if config.train.threads:
+        # One thread per process is often faster on a busy CPU (no OpenMP spin contention).
+        torch.set_num_threads(config.train.threads)
+    try:
+        trainer = Trainer(config)
+        trainer.setup()
+        return trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run_summary(run_dir: str | Path) -> dict:
