@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,7 +179,8 @@ def evaluate_forensic(embeddings: Embeddings, cohort: Cohort, *, leave_one_out: 
     subjects = sub.subject_codes()
     years = all_years[rows]
     bands = _parse_bands(year_bands)
-    at_least = [at_least] if isinstance(at_least, int) else list(at_least or ())
+    at_least = [int(at_least)] if isinstance(at_least, numbers.Integral) else \
+        [int(n) for n in at_least or ()]
 
     if leave_one_out:
         query_rows = gallery_rows = np.arange(len(sub))
