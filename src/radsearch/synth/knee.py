@@ -203,14 +203,15 @@ def draw_knee(size: int, a: KneeAnatomy, state: KneeState, texture: np.ndarray,
         margins = ((-a.tibia_half, float(_plateau_top(a, -a.tibia_half, jsw_m, jsw_l)) + 0.02, -1, 0),
                    (a.tibia_half, float(_plateau_top(a, a.tibia_half, jsw_m, jsw_l)) + 0.02, 1, 0),
                    (-a.condyle_half, cym + 0.02, -1, 1), (a.condyle_half, cyl + 0.02, 1, 1))
+        win = _rows_near(y, j, 0.25)  # spurs stay near the joint line: draw only those rows
+        xw, yw = x[win], y[win]
         for ex, ey, sgn, on_femur in margins:
             grow = spur * (1.25 if sgn < 0 else 0.7)
             tilt = sgn * (-35 if on_femur else 35)
-            bump = ellipse_sd(x, y, ex + sgn * grow * 0.3, ey, grow * 1.6, grow * 0.55, angle_deg=tilt)
-            if on_femur:
-                femur = smooth_union(femur, bump, 0.015)
-            else:
-                tibia = smooth_union(tibia, bump, 0.015)
+            bump = ellipse_sd(xw, yw, ex + sgn * grow * 0.3, ey, grow * 1.6, grow * 0.55,
+                              angle_deg=tilt)
+            bone_sd = femur if on_femur else tibia
+            bone_sd[win] = smooth_union(bone_sd[win], bump, 0.015)
 
     # ---- fibula (lateral = image right), its head behind the tibia's lateral edge
     hx, hy, hrx, hry, fw = a.fibula
@@ -236,10 +237,11 @@ def draw_knee(size: int, a: KneeAnatomy, state: KneeState, texture: np.ndarray,
     bone += pden * density * (0.18 * fill(patella, 0.03) + 0.05 * rim(patella, 0.02))
     sclerosis = 0.07 * max(0.0, sev - 1.2)
     if sclerosis > 0:
-        medial = 1.0 / (1.0 + np.exp(x / 0.1))
-        near = (np.exp(-np.maximum(depth, 0.0) / 0.06) * fill(tibia, edge)
-                + 0.5 * np.exp(-np.maximum(j - y, 0.0) / 0.06) * fill(femur, edge))
-        bone += sclerosis * density * near * (0.25 + 0.75 * medial)
+        win = _rows_near(y, j, 0.45)  # the dense band fades within ~0.3 of the joint
+        medial = 1.0 / (1.0 + np.exp(x[win] / 0.1))
+        near = (np.exp(-np.maximum(depth[win], 0.0) / 0.06) * fill(tibia[win], edge)
+                + 0.5 * np.exp(-np.maximum(j - y[win], 0.0) / 0.06) * fill(femur[win], edge))
+        bone[win] += sclerosis * density * near * (0.25 + 0.75 * medial)
     if state.replaced:
         bone += _replacement(x, fy, femur, tibia, ty, a)
 
@@ -247,6 +249,12 @@ def draw_knee(size: int, a: KneeAnatomy, state: KneeState, texture: np.ndarray,
     half = a.soft_half * (1.0 + 0.06 * np.clip(-y, -1.5, 1.5))
     thickness = np.sqrt(np.clip(1.0 - (x / half) ** 2, 0.0, 1.0))
     return a.soft_density * thickness + bone
+
+
+def _rows_near(y: np.ndarray, centre: float, half: float) -> slice:
+    """The band of image rows whose anatomical y comes within ``half`` of ``centre``."""
+    rows = np.flatnonzero((np.abs(y - centre) < half).any(axis=1))
+    return slice(int(rows[0]), int(rows[-1]) + 1) if len(rows) else slice(0, 0)
 
 
 def _rounded(qx: np.ndarray, qy: np.ndarray, r: float) -> np.ndarray:

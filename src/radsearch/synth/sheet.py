@@ -117,4 +117,4 @@ def chest_sheet(path: str | Path, seed: int = 0, image_size: int = 256, tile: in
         captions.append([f"{t:.1f}y {v}: " + ", ".join(SHORT[x] for x in labels.split("|"))
                          for t, v, labels in zip(rows.time, rows.view, rows.labels)])
         titles.append(subject)
-    return contact_sheet(images, captions, path, tile=tile, row_titles=titles, caption_lines=4)
+    return contact_sheet(images, captions, path, tile=tile, row_titles=titles, caption_lines=5)
