@@ -116,3 +116,19 @@ def test_every_finding_changes_the_image(finding, extra):
                               fracture=base.fracture, **extra)
     diff = np.abs(image(with_finding) - image(base))
     assert (diff > 6).sum() >= 25, f"{finding}: too faint to see"
+
+
+def test_identity_is_retrievable_but_not_trivially(cohort):
+    """Downsampled-pixel cosine: later images find the subject's first study above chance."""
+    t = cohort.cohort.table
+    imgs = cohort.images.astype(np.float32)
+    feats = imgs.reshape(len(imgs), 16, 4, 16, 4).mean((2, 4)).reshape(len(imgs), -1)
+    feats -= feats.mean(1, keepdims=True)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    gallery = (t.time == 0).to_numpy()
+    query = (t.time > 0).to_numpy()
+    best = (feats[query] @ feats[gallery].T).argmax(1)
+    subjects = t.subject.to_numpy()
+    cmc1 = float((subjects[gallery][best] == subjects[query]).mean())
+    chance = 1 / t.subject.nunique()
+    assert 3 * chance < cmc1 < 0.9

@@ -91,7 +91,7 @@ def _anatomy(rng: np.random.Generator, spread: float) -> ChestAnatomy:
     return ChestAnatomy(
         thorax=size, lung_top=g(-0.74, 0.04), lung_rx=g(0.33 * size, 0.03), lung_ry=g(0.62, 0.05),
         lung_power=g(2.4, 0.3), diaphragm=(g(0.40, 0.05), g(0.46, 0.05)), dome=g(0.13, 0.03),
-        heart=(g(0.12, 0.04), g(-0.2, 0.03), g(0.3, 0.025), g(0.25, 0.02), g(-20.0, 6.0)),
+        heart=(g(0.12, 0.04), g(-0.1, 0.03), g(0.33, 0.025), g(0.3, 0.02), g(-12.0, 5.0)),
         mediastinum=g(0.13, 0.015), aorta=(g(0.12, 0.02), g(-0.27, 0.04), g(0.065, 0.012)),
         rib=(g(-0.74, 0.03), g(0.13, 0.01), g(-0.28, 0.06), g(0.95, 0.12), g(0.05, 0.006)),
         clavicle=(g(-0.60, 0.04), g(-0.28, 0.08), g(0.15, 0.08)),
@@ -181,14 +181,15 @@ def draw_chest(size: int, a: ChestAnatomy, st: StudyState, texture: np.ndarray,
     body = np.sqrt(np.clip(1.0 - (x / body_half) ** 2, 0.0, 1.0))
     neck = fill(np.abs(x) - 0.28, 0.05)
     body = np.where(y < -0.86, np.maximum(body * fill(-0.86 - y - 0.08, 0.04), neck * 0.8), body)
-    att = 0.34 * body + 0.05 * fill(np.maximum(central, y - dome_y[1]), 0.01)
+    diaphragm = np.where(x < 0, dome_y[0], dome_y[1])  # below it: abdomen, no heart shadow
+    att = 0.34 * body + 0.05 * fill(np.maximum(central, y - diaphragm), 0.01)
     if a.female:
         bs, bh = a.breast
         for s in (-1, 1):
             ramp = np.clip((y - bh + 0.15) / 0.3, 0.0, 1.0)
             att += 0.08 * bs / 0.3 * fill(ellipse_sd(x, y, s * 0.48, bh, 0.36, 0.26), 0.02) * ramp
     att -= 0.2 * lung * body
-    att += 0.08 * markings * lung
+    att += 0.05 * markings * lung
 
     # ---- bones: spine, posterior + anterior ribs, clavicles
     bone_density = a.density * (1.0 - 0.006 * age)
@@ -205,7 +206,7 @@ def draw_chest(size: int, a: ChestAnatomy, st: StudyState, texture: np.ndarray,
     phase_a = (va - y0 - 0.1) / (sp * 1.1)
     ant = fill((np.abs(phase_a - np.round(phase_a)) * sp) - thick * 0.4, 0.01) * (u > 0.1) * (
         phase_a > 0.5) * (phase_a < 5.5)
-    att += bone_density * wall * (0.04 * ribs + 0.018 * ant)
+    att += bone_density * wall * (0.06 * ribs + 0.02 * ant)
     cy0, cslope, ccurv = a.clavicle
     cu = np.abs(x) - 0.07
     cline = y - (cy0 - 0.02 * (ap and 1) + cslope * cu + ccurv * cu * cu)
