@@ -43,7 +43,7 @@ def run_demo(out: str | Path = "demo", config: str | Path | None = None,
              overrides: list[str] | tuple[str, ...] = (), console: Console | None = None,
              methods: tuple[str, ...] = DEMO_METHODS) -> Path:
     """Train ``methods`` on the synthetic knees and write ``<out>/report.md``; returns its path."""
-    from radsearch.training.embed import embed_run
+    from radsearch.training.embed import embed_run, mirror_right_for
     from radsearch.training.engine import train
     from radsearch.training.report import (plot_distributions, plot_margins, plot_queries,
                                            write_report)
@@ -66,7 +66,8 @@ def run_demo(out: str | Path = "demo", config: str | Path | None = None,
         "margins": plot_margins(runs, out / "margins.png"),
         "distributions": plot_distributions(runs[methods[0]], out / "distributions.png",
                                             title=methods[0]),
-        "queries": plot_queries(embed_run(runs[methods[0]], test), test, out / "queries.png"),
+        "queries": plot_queries(embed_run(runs[methods[0]], test), test, out / "queries.png",
+                                mirror_right=mirror_right_for(base, test)),
     }
     minutes = (time.perf_counter() - started) / 60
     synth = base.data.synth

@@ -52,6 +52,8 @@ def plot_margins(runs: dict[str, Path], path: Path) -> Path:
             if np.isfinite(values).any():
                 axes[2].plot(epochs, values, style, marker="o", ms=3, color=color,
                              label=f"{label} – {name}")
+    for ax in axes[:2]:
+        ax.set_ylim(bottom=0)
     for ax, (_, title) in zip(axes, panels):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -104,7 +106,8 @@ def top_matches(embeddings: np.ndarray, cohort: Cohort, n_queries: int = 4, k: i
 
 
 def plot_queries(embeddings: np.ndarray, cohort: Cohort, path: Path, n_queries: int = 4,
-                 k: int = 5, images: np.ndarray | None = None, seed: int = 0) -> Path:
+                 k: int = 5, images: np.ndarray | None = None, seed: int = 0,
+                 mirror_right: bool = False) -> Path:
     """Query (left) and its top-k gallery images; green frame = same subject, red = another."""
     from radsearch.images import read_image
 
@@ -115,7 +118,10 @@ def plot_queries(embeddings: np.ndarray, cohort: Cohort, path: Path, n_queries: 
     sides = cohort.table["side"].to_numpy() if cohort.has("side") else None
 
     def image(row: int) -> np.ndarray:
-        return images[row] if images is not None else read_image(paths[row])
+        pixels = images[row] if images is not None else read_image(paths[row])
+        # as the network sees it: right knees mirrored to look like left ones
+        return pixels[:, ::-1] if mirror_right and sides is not None and sides[row] == "R" \
+            else pixels
 
     fig, axes = plt.subplots(len(matches), k + 1, figsize=(1.9 * (k + 1), 2.15 * len(matches)),
                              squeeze=False)
@@ -168,7 +174,8 @@ def write_report(out: Path, runs: dict[str, Path], figures: dict[str, Path],
                          "negative similarities should concentrate below β.",
         "queries": "## Example queries (Fig. 1a style)\n\nTest subjects' latest visits against "
                    "the baseline gallery (both knees of every test subject) with the "
-                   "AdaTriplet-AM model; green frames are the same person.",
+                   "AdaTriplet-AM model (right knees shown mirrored, as the network sees them); green "
+                   "frames are the same person.",
     }
     for key, figure in figures.items():
         lines += [captions.get(key, f"## {key}"), "", f"![{key}]({Path(figure).name})", ""]
