@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -21,6 +24,10 @@ SIMILARITY = typer.Option(0.35, "--similarity", help="0 = very distinct anatomie
 CHANGE = typer.Option(1.0, "--change-per-year", help="Amount of disease / ageing drift per year.")
 NOISE = typer.Option(1.0, "--noise", help="Acquisition variation (pose, exposure, noise, blur).")
 WORKERS = typer.Option(None, "--workers", help="Processes (default: one per core).")
+FLAGS = {"subject_similarity": "--similarity", "change_per_year": "--change-per-year",
+         "acquisition_noise": "--noise", "replacement_rate": "--replacement-rate",
+         "finding_rate": "--finding-rate", "report_fraction": "--report-fraction",
+         "n_subjects": "--subjects", "image_size": "--image-size"}
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +45,7 @@ def knee(subjects: int = SUBJECTS, out: Path = OUT, seed: int = SEED, image_size
     from radsearch.synth import generate_knee
 
     _check_out(out)
-    with _progress(subjects, "knees") as advance:
+    with _progress(subjects, "knees") as advance, _flag_names():
         synth = generate_knee(subjects, seed=seed, image_size=image_size, out_dir=out,
                               workers=workers, progress=advance, subject_similarity=similarity,
                               change_per_year=change_per_year, acquisition_noise=noise,
@@ -61,7 +68,7 @@ def chest(subjects: int = SUBJECTS, out: Path = OUT, seed: int = SEED, image_siz
     from radsearch.synth import generate_chest
 
     _check_out(out)
-    with _progress(subjects, "chests") as advance:
+    with _progress(subjects, "chests") as advance, _flag_names():
         synth = generate_chest(subjects, seed=seed, image_size=image_size, out_dir=out,
                                report_fraction=report_fraction, workers=workers, progress=advance,
                                subject_similarity=similarity, change_per_year=change_per_year,
@@ -86,6 +93,18 @@ def sheet(out: Path = typer.Option(Path("docs/images"), "--out", "-o",
     for name, make in (("synth_knee.png", knee_sheet), ("synth_chest.png", chest_sheet)):
         path = make(out / name, seed=seed)
         console.print(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def _flag_names() -> Iterator[None]:
+    """Name the command-line flag next to the Python knob in a ConfigError."""
+    try:
+        yield
+    except ConfigError as exc:
+        message = str(exc)
+        for name, flag in FLAGS.items():
+            message = re.sub(rf"\b{name}\b", f"{name} ({flag})", message, count=1)
+        raise ConfigError(message) from None
 
 
 def _check_out(out: Path) -> None:
