@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import typer
@@ -29,8 +31,12 @@ def train_command(
     from radsearch.training.engine import run_summary
 
     cfg = load_config(config, overrides or [])
-    console.print(f"run folder: {cfg.run_dir()}")
+    main_process = os.environ.get("RANK", "0") == "0"   # torchrun: only rank 0 reports
+    if main_process:
+        console.print(f"run folder: {cfg.run_dir()}")
     run_dir = train(cfg)
+    if not main_process:
+        return
     summary = run_summary(run_dir)
     console.print(f"[green]done[/] {run_dir}  best epoch {summary.get('best_epoch', -1) + 1}, "
                   f"val {cfg.val.metric} {summary.get(f'best_val_{cfg.val.metric}')}")
@@ -108,10 +114,13 @@ def demo_command(
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
+    keys = [k for k in ("n_queries", "mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first")
+            if k in metrics]
     table = Table(title=title)
-    for key in metrics:
-        table.add_column(key)
-    table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in metrics.values()])
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_row(*[f"{metrics[k]:.4f}" if k != "n_queries" else str(int(metrics[k]))
+                    for k in keys])
     console.print(table)
 
 

@@ -8,6 +8,7 @@ mined triplets and the AutoMargin statistics — is computed on the global batch
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +49,9 @@ def gather_batch(embeddings: torch.Tensor, labels: torch.Tensor,
     """Concatenate every rank's embeddings (differentiable) and labels, in rank order."""
     if not info.enabled:
         return embeddings, labels
-    all_embeddings = torch.cat(dist_fn.all_gather(embeddings.contiguous()), dim=0)
+    with warnings.catch_warnings():  # deprecated in favour of a private API; still differentiable
+        warnings.simplefilter("ignore", FutureWarning)
+        all_embeddings = torch.cat(dist_fn.all_gather(embeddings.contiguous()), dim=0)
     label_list = [torch.empty_like(labels) for _ in range(info.world_size)]
     dist.all_gather(label_list, labels.contiguous())
     return all_embeddings, torch.cat(label_list, dim=0)

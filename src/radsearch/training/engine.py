@@ -111,7 +111,11 @@ class Trainer:
 
         c = self.config
         seed_everything(c.train.seed)
+        if not self.info.is_main:
+            barrier(self.info)   # rank 0 synthesises / reads the cohort first
         cohort = load_training_cohort(c)
+        if self.info.is_main:
+            barrier(self.info)
         self.cohort = cohort
         _check_same_run(c, self.run_dir)
         if self.info.is_main:
