@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from radsearch.synth.common import (STREAM_ACQUISITION, STREAM_ANATOMY, STREAM_COURSE,
-                                    STREAM_REPORT, STREAM_TEXTURE, Acquisition, Knob, SynthCohort, assign_split,
-                                    band_noise, check_common_args, ellipse_sd, fill, finish_cohort,
-                                    flatten, grid, render, resolve_knobs, rim, run_subjects,
-                                    sample, subject_rng, write_png)
+                                    STREAM_REPORT, STREAM_TEXTURE, Acquisition, Knob, SynthCohort,
+                                    assign_split, band_noise, check_common_args, ellipse_sd, fill,
+                                    finish_cohort, flatten, grid, render, resolve_knobs, rim,
+                                    run_subjects, sample, subject_rng, write_png)
 from radsearch.synth.reports import FINDINGS, write_report
 from radsearch.errors import ConfigError
 
@@ -56,6 +56,9 @@ ACUTE = {  # probability per study (times propensity and finding_rate)
     "Atelectasis": 0.08, "Pneumothorax": 0.025, "Lung Opacity": 0.05, "Lines": 0.07,
 }
 ZONES = ("upper zone", "mid zone", "lower zone")
+ZONE_Y = {"upper zone": -0.45, "mid zone": -0.1, "lower zone": 0.2}  # height of a zone's centre
+SIDES = ("right", "left")
+SIZES = ("small", "moderate", "large")
 
 
 @dataclass
@@ -72,7 +75,7 @@ class ChestAnatomy:
     heart: tuple[float, float, float, float, float]  # cx, cy, rx, ry, angle
     mediastinum: float       # half-width
     aorta: tuple[float, float, float]  # knob x, y, radius
-    rib: tuple[float, float, float, float, float]  # first rib y, spacing, slope, curvature, thickness
+    rib: tuple[float, float, float, float, float]  # first y, spacing, slope, curvature, thickness
     clavicle: tuple[float, float, float]  # medial y, slope, curvature
     body: float              # soft tissue half-width
     density: float           # bone density
@@ -112,7 +115,6 @@ class StudyState:
     nodule: tuple[float, float, float] = (0.0, 0.0, 0.0)  # x, y, radius
     fracture: tuple[int, int, float] = (1, 5, 0.5)  # side, rib, position along the rib
     pleural_side: int = 1
-    pacemaker: bool = False
 
 
 def _side_sign(side: str) -> int:
@@ -201,7 +203,8 @@ def draw_chest(size: int, a: ChestAnatomy, st: StudyState, texture: np.ndarray,
     v = y - (slope * u + curv * u * u)
     phase = (v - y0) / sp
     rib_d = (np.abs(phase - np.round(phase)) * sp) - thick / 2
-    ribs = (fill(rib_d, edge) * 0.45 + rim(rib_d, 0.01) * 0.55) * (u > 0) * (phase > -0.5) * (phase < 9.5)
+    ten_ribs = (u > 0) * (np.abs(phase - 4.5) < 5)
+    ribs = (fill(rib_d, edge) * 0.45 + rim(rib_d, 0.01) * 0.55) * ten_ribs
     va = y + 0.45 * (0.75 - u)
     phase_a = (va - y0 - 0.1) / (sp * 1.1)
     ant = fill((np.abs(phase_a - np.round(phase_a)) * sp) - thick * 0.4, 0.01) * (u > 0.1) * (
@@ -209,9 +212,10 @@ def draw_chest(size: int, a: ChestAnatomy, st: StudyState, texture: np.ndarray,
     att += bone_density * wall * (0.06 * ribs + 0.02 * ant)
     cy0, cslope, ccurv = a.clavicle
     cu = np.abs(x) - 0.07
-    cline = y - (cy0 - 0.02 * (ap and 1) + cslope * cu + ccurv * cu * cu)
+    cline = y - (cy0 - (0.02 if ap else 0.0) + cslope * cu + ccurv * cu * cu)
     clav = fill(np.abs(cline) - 0.028, edge) * fill(cu - 0.6, 0.03) * (cu > 0)
-    att += bone_density * (0.11 * clav + 0.05 * rim(np.abs(cline) - 0.028, 0.01) * (cu > 0) * (cu < 0.6))
+    clav_rim = rim(np.abs(cline) - 0.028, 0.01) * (cu > 0) * (cu < 0.6)
+    att += bone_density * (0.11 * clav + 0.05 * clav_rim)
 
     # ---- trachea (air, darker) and the gastric bubble under the left hemidiaphragm
     att -= 0.06 * fill(np.abs(x - a.trachea) - 0.035, 0.01) * fill(y - (a.hilum - 0.14), 0.02)
@@ -231,27 +235,27 @@ def _findings(x, y, a: ChestAnatomy, st: StudyState, lungs, lung, dome_y, textur
 
     def lobe(side: str, zone: str, radius: float) -> np.ndarray:
         s = _side_sign(side)
-        zy = {"upper zone": -0.45, "mid zone": -0.1, "lower zone": 0.22}[zone]
-        d = np.sqrt((x - s * 0.42) ** 2 + ((y - zy) / 1.2) ** 2)
+        d = np.sqrt((x - s * 0.42) ** 2 + ((y - ZONE_Y[zone]) / 1.2) ** 2)
         return np.exp(-(d / radius) ** 4)
 
-    sides = lambda side: ("right", "left") if side == "bilateral" else (side,)  # noqa: E731
     if "Consolidation" in f:
-        for sd in sides(f["Consolidation"]["side"]):
+        for sd in _sides(f["Consolidation"]["side"]):
             out += 0.20 * lobe(sd, f["Consolidation"]["zone"], 0.24) * (0.85 + 0.15 * patch) * lung
     if "Pneumonia" in f:
-        for sd in sides(f["Pneumonia"]["side"]):
-            out += 0.13 * lobe(sd, f["Pneumonia"]["zone"], 0.3) * np.clip(0.6 + 0.5 * patch, 0, 1) * lung
+        for sd in _sides(f["Pneumonia"]["side"]):
+            patchy = np.clip(0.6 + 0.5 * patch, 0, 1)
+            out += 0.13 * lobe(sd, f["Pneumonia"]["zone"], 0.3) * patchy * lung
     if "Lung Opacity" in f and not {"Consolidation", "Pneumonia", "Edema", "Atelectasis",
                                     "Lung Lesion"} & set(f):
-        for sd in sides(f["Lung Opacity"]["side"]):
-            out += 0.09 * lobe(sd, f["Lung Opacity"]["zone"], 0.22) * np.clip(0.5 + 0.6 * patch, 0, 1) * lung
+        for sd in _sides(f["Lung Opacity"]["side"]):
+            patchy = np.clip(0.5 + 0.6 * patch, 0, 1)
+            out += 0.09 * lobe(sd, f["Lung Opacity"]["zone"], 0.22) * patchy * lung
     if "Edema" in f:
         for s in (-1, 1):
             d = np.sqrt((x - s * 0.16) ** 2 + (y - a.hilum) ** 2)
             out += 0.11 * np.exp(-d / 0.3) * lung * (s * x > 0)
     if "Atelectasis" in f:
-        for sd in sides(f["Atelectasis"]["side"]):
+        for sd in _sides(f["Atelectasis"]["side"]):
             k = 0 if sd == "right" else 1
             band = np.exp(-((y - (dome_y[k] - 0.09)) / 0.018) ** 2)
             out += 0.12 * band * lung * fill(np.abs(x - _side_sign(sd) * 0.42) - 0.2, 0.05)
@@ -259,7 +263,7 @@ def _findings(x, y, a: ChestAnatomy, st: StudyState, lungs, lung, dome_y, textur
         nx, ny, nr = st.nodule
         out += 0.16 * fill(ellipse_sd(x, y, nx, ny, nr, nr * 0.9), nr * 0.25)
     if "Pleural Effusion" in f:
-        for sd in sides(f["Pleural Effusion"]["side"]):
+        for sd in _sides(f["Pleural Effusion"]["side"]):
             k = 0 if sd == "right" else 1
             s = _side_sign(sd)
             height = {"small": 0.09, "moderate": 0.18, "large": 0.3}[f["Pleural Effusion"]["size"]]
@@ -291,16 +295,22 @@ def _findings(x, y, a: ChestAnatomy, st: StudyState, lungs, lung, dome_y, textur
     return out
 
 
+def _sides(side: str) -> tuple[str, ...]:
+    return SIDES if side == "bilateral" else (side,)
+
+
 def _device(name: str, x: np.ndarray, y: np.ndarray, a: ChestAnatomy) -> np.ndarray:
     """Radiopaque lines, tubes and a pacemaker: thin bands along simple curves, metal boxes."""
     metal = 0.6
     if name == "pacemaker":
         gen = fill(ellipse_sd(x, y, 0.5, -0.56, 0.09, 0.065), 0.006)
         lead_x = 0.5 - 0.55 * np.clip((y + 0.56) / 0.8, 0, 1) ** 0.6
-        lead = fill(np.abs(x - lead_x) - 0.006, 0.004) * (y > -0.56) * (y < a.diaphragm[1] + a.heart[1] + 0.08)
+        apex = a.diaphragm[1] + a.heart[1] + 0.08
+        lead = fill(np.abs(x - lead_x) - 0.006, 0.004) * (y > -0.56) * (y < apex)
         return metal * (1.5 * gen + 0.7 * lead)
     if name == "central line":
-        horiz = fill(np.abs(y - (-0.6 + 0.25 * (x + 0.65) ** 2)) - 0.006, 0.004) * (x > -0.7) * (x < -0.08)
+        along = np.abs(x + 0.39) < 0.31  # subclavian part, then down the superior vena cava
+        horiz = fill(np.abs(y - (-0.6 + 0.25 * (x + 0.65) ** 2)) - 0.006, 0.004) * along
         vert = fill(np.abs(x - (-0.08 + 0.02 * (y + 0.6))) - 0.006, 0.004) * (y > -0.6) * (y < -0.1)
         return metal * 0.6 * np.maximum(horiz, vert)
     if name == "endotracheal tube":
@@ -331,68 +341,63 @@ def _course(rng: np.random.Generator, n_visits: int, gaps: np.ndarray, propensit
             knobs: dict[str, float]) -> list[StudyState]:
     """Findings per visit: chronic ones persist once present, acute ones come and go."""
     change, rate = knobs["change_per_year"], knobs["finding_rate"]
-    chronic: dict[str, dict[str, str]] = {}
-    pacemaker = False
-    nodule_side = ("right", "left")[int(rng.integers(2))]
+    # Where this subject's chronic findings would be (fixed for life, so drawing and report agree).
+    side_of = {name: SIDES[int(rng.integers(2))] for name in ("Lung Lesion", "Pleural Other",
+                                                               "Fracture")}
     nodule_zone = ZONES[int(rng.integers(3))]
-    pleural_side = ("right", "left")[int(rng.integers(2))]
-    frac_side = ("right", "left")[int(rng.integers(2))]
-    fracture = (_side_sign(frac_side), int(rng.integers(3, 8)), float(rng.random()))
-    zy = {"upper zone": -0.45, "mid zone": -0.1, "lower zone": 0.2}[nodule_zone]
-    nodule_xy = (_side_sign(nodule_side) * float(rng.uniform(0.3, 0.55)), zy + float(rng.normal(0, 0.06)))
+    fracture = (_side_sign(side_of["Fracture"]), int(rng.integers(3, 8)), float(rng.random()))
+    nodule_xy = (_side_sign(side_of["Lung Lesion"]) * float(rng.uniform(0.3, 0.55)),
+                 ZONE_Y[nodule_zone] + float(rng.normal(0, 0.06)))
     nodule_r0 = float(rng.uniform(0.025, 0.05))
     nodule_since = 0.0
+
+    chronic: dict[str, dict[str, str]] = {}
+    acute: dict[str, dict[str, str]] = {}
     states: list[StudyState] = []
-    acute_prev: dict[str, dict[str, str]] = {}
     years = 0.0
     for visit in range(n_visits):
-        years += float(gaps[visit])
-        dt = float(gaps[visit]) if visit else 20.0  # first visit: prevalence of a lifetime
+        gap = float(gaps[visit])
+        years += gap
+        # Onset of chronic findings; the first visit carries some prevalence from earlier life.
+        exposure = gap if visit else 6.0
         for name, per_year in CHRONIC.items():
-            present = name in chronic or (name == "Pacemaker" and pacemaker)
-            if not present and rng.random() < 1 - math.exp(-per_year * propensity * max(change, 0.05) * dt * (0.3 if visit == 0 else 1)):
-                if name == "Pacemaker":
-                    pacemaker = True
-                else:
-                    chronic[name] = {"side": {"Lung Lesion": nodule_side, "Pleural Other": pleural_side,
-                                              "Fracture": frac_side}.get(name, "right"),
-                                     "zone": nodule_zone, "size": "small"}
-                    if name == "Lung Lesion":
-                        nodule_since = years
-        acute: dict[str, dict[str, str]] = {}
+            onset = 1.0 - math.exp(-per_year * propensity * max(change, 0.05) * exposure)
+            if name not in chronic and rng.random() < onset:
+                chronic[name] = {"side": side_of.get(name, "right"), "zone": nodule_zone,
+                                 "size": "small"}
+                nodule_since = years if name == "Lung Lesion" else nodule_since
+        # Acute findings persist to the next study with some probability (likelier when close).
+        previous, acute = acute, {}
         for name, p in ACUTE.items():
-            keep = name in acute_prev and rng.random() < (0.45 if dt < 1.0 else 0.15)
-            if keep:
-                acute[name] = acute_prev[name]
+            if name in previous and rng.random() < (0.45 if gap < 1.0 else 0.15):
+                acute[name] = previous[name]
                 continue
-            boost = 3.0 if name in ("Edema", "Pleural Effusion") and "Cardiomegaly" in chronic else 1.0
+            boost = 3.0 if name in ("Edema", "Pleural Effusion") and "Cardiomegaly" in chronic \
+                else 1.0
             if rng.random() < min(0.9, p * propensity * rate * boost):
                 side = ("right", "left", "bilateral")[int(rng.choice(3, p=(0.4, 0.35, 0.25)))]
-                if name == "Pneumothorax":
-                    side = side if side != "bilateral" else "right"
+                if name == "Pneumothorax" and side == "bilateral":
+                    side = "right"
                 acute[name] = {"side": side, "zone": ZONES[int(rng.choice(3, p=(0.2, 0.3, 0.5)))],
-                               "size": ("small", "moderate", "large")[int(rng.choice(3, p=(0.5, 0.35, 0.15)))]}
-        acute_prev = acute
-        findings = {**chronic, **{k: v for k, v in acute.items() if k != "Lines"}}
+                               "size": SIZES[int(rng.choice(3, p=(0.5, 0.35, 0.15)))]}
+        findings = {k: v for k, v in {**chronic, **acute}.items()
+                    if k not in ("Pacemaker", "Lines")}  # these two are Support Devices
         # CheXpert hierarchy: parenchymal findings are also "Lung Opacity".
         for child in ("Edema", "Consolidation", "Pneumonia", "Atelectasis", "Lung Lesion"):
             if child in findings and "Lung Opacity" not in findings:
                 findings["Lung Opacity"] = {**findings[child], "implied": child}
-        devices: list[str] = []
-        if pacemaker:
-            devices.append("pacemaker")
+        devices = ["pacemaker"] if "Pacemaker" in chronic else []
         if "Lines" in acute:
             picks = rng.random(4) < (0.7, 0.5, 0.5, 0.4)
             names = ("central line", "endotracheal tube", "nasogastric tube", "electrodes")
             devices += [n for n, keep in zip(names, picks) if keep] or ["central line"]
         if devices:
             findings["Support Devices"] = {"device": _device_text(devices)}
-        inpatient = bool(acute)
-        view = "AP" if rng.random() < (0.8 if inpatient else 0.15) else "PA"
-        radius = nodule_r0 * (1.0 + 0.1 * (years - nodule_since) * change)
+        view = "AP" if rng.random() < (0.8 if acute else 0.15) else "PA"  # inpatients: AP
+        radius = min(0.12, nodule_r0 * (1.0 + 0.1 * (years - nodule_since) * change))
         states.append(StudyState(findings=findings, devices=tuple(devices), years=years, view=view,
-                                 nodule=(*nodule_xy, min(radius, 0.12)), fracture=fracture,
-                                 pleural_side=_side_sign(pleural_side), pacemaker=pacemaker))
+                                 nodule=(*nodule_xy, radius), fracture=fracture,
+                                 pleural_side=_side_sign(side_of["Pleural Other"])))
     return states
 
 
@@ -439,9 +444,10 @@ def _subject_rows(index: int, job: _ChestJob) -> tuple[list[dict], list[np.ndarr
         for k in range(n_images):
             view = st.view if rng_c.random() > 0.1 else ("PA" if st.view == "AP" else "AP")
             image_state = StudyState(**{**st.__dict__, "view": view})
-            pose = (float(rng_q.normal(0, 2.0 * noise)), float(np.exp(rng_q.normal(0, 0.03 * noise))),
-                    (float(rng_q.normal(0, 0.03 * noise)), float(rng_q.normal(0, 0.03 * noise))),
-                    float(rng_q.normal(0, 0.03 * noise)))
+            angle, scale = rng_q.normal(0, 2.0 * noise), np.exp(rng_q.normal(0, 0.03 * noise))
+            shift = (float(rng_q.normal(0, 0.03 * noise)), float(rng_q.normal(0, 0.03 * noise)))
+            inspiration = rng_q.normal(0, 0.03 * noise)
+            pose = (float(angle), float(scale), shift, float(inspiration))
             att = draw_chest(job.size, anatomy, image_state, texture, pose, change)
             acq = Acquisition(
                 gain=2.3 * float(np.exp(rng_q.normal(0, 0.1 * noise))),

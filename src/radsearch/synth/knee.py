@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radsearch.cohort import Cohort
 from radsearch.synth.common import (STREAM_ACQUISITION, STREAM_ANATOMY, STREAM_COURSE,
                                     STREAM_TEXTURE, Acquisition, Knob, SynthCohort, assign_split,
-                                    band_noise, box_sd, check_common_args, ellipse_sd, fill, flatten,
-                                    finish_cohort, grid, render, resolve_knobs, rim, run_subjects, sample,
-                                    smooth_union, subject_rng, write_png)
+                                    band_noise, box_sd, check_common_args, ellipse_sd, fill,
+                                    finish_cohort, flatten, grid, render, resolve_knobs, rim,
+                                    run_subjects, sample, smooth_union, subject_rng, write_png)
 
 VISIT_MONTHS = (0, 12, 24, 36, 48, 72, 96)
 SITES = ("A", "B", "C", "D", "E")
@@ -59,7 +58,7 @@ SITE_STYLE = {
 
 @dataclass
 class KneeAnatomy:
-    """Subject-specific shape parameters of one knee (left-knee frame: medial on the image's left)."""
+    """Subject-specific shape of one knee (left-knee frame: medial on the image's left)."""
 
     femur_shaft: float       # half-width of the femoral shaft
     condyle_m: tuple[float, float]  # medial condyle radii (x, y)
@@ -85,7 +84,8 @@ class KneeAnatomy:
     soft_density: float
 
 
-def _anatomy(rng: np.random.Generator, spread: float, base: KneeAnatomy | None = None) -> KneeAnatomy:
+def _anatomy(rng: np.random.Generator, spread: float,
+             base: KneeAnatomy | None = None) -> KneeAnatomy:
     """Draw a subject's anatomy; with ``base``, a variant of it (``spread`` then scales the
     population SDs of the difference: the contralateral knee, or where ageing drifts to)."""
 
@@ -113,8 +113,8 @@ def _anatomy(rng: np.random.Generator, spread: float, base: KneeAnatomy | None =
         fibula=(g(0.49 * size, 0.05, "fibula.0"), g(0.30, 0.04, "fibula.1"),
                 g(0.13, 0.02, "fibula.2"), g(0.14, 0.02, "fibula.3"), g(0.065, 0.01, "fibula.4")),
         fibula_angle=g(-3.0, 3.0, "fibula_angle"),
-        patella=(g(0.0, 0.06, "patella.0"), g(-0.30, 0.06, "patella.1"), g(0.22, 0.035, "patella.2"),
-                 g(0.26, 0.035, "patella.3"), g(0.35, 0.1, "patella.4")),
+        patella=(g(0.0, 0.06, "patella.0"), g(-0.30, 0.06, "patella.1"),
+                 g(0.22, 0.035, "patella.2"), g(0.26, 0.035, "patella.3"), g(0.35, 0.1, "patella.4")),
         density=g(1.0, 0.12, "density"),
         cortex=g(0.035, 0.009, "cortex"),
         texture_amp=g(0.28, 0.07, "texture_amp"),
@@ -200,8 +200,9 @@ def draw_knee(size: int, a: KneeAnatomy, state: KneeState, texture: np.ndarray,
     # ---- osteophytes: lips growing outwards at the four joint margins (medial faster)
     spur = 0.011 * max(0.0, sev - 0.7) ** 1.2
     if spur > 0:
-        margins = ((-a.tibia_half, float(_plateau_top(a, -a.tibia_half, jsw_m, jsw_l)) + 0.02, -1, 0),
-                   (a.tibia_half, float(_plateau_top(a, a.tibia_half, jsw_m, jsw_l)) + 0.02, 1, 0),
+        rim_m = float(_plateau_top(a, -a.tibia_half, jsw_m, jsw_l)) + 0.02
+        rim_l = float(_plateau_top(a, a.tibia_half, jsw_m, jsw_l)) + 0.02
+        margins = ((-a.tibia_half, rim_m, -1, 0), (a.tibia_half, rim_l, 1, 0),
                    (-a.condyle_half, cym + 0.02, -1, 1), (a.condyle_half, cyl + 0.02, 1, 1))
         win = _rows_near(y, j, 0.25)  # spurs stay near the joint line: draw only those rows
         xw, yw = x[win], y[win]
@@ -268,7 +269,8 @@ def _bone(sd: np.ndarray, spongy: np.ndarray, density: float, cortex: float,
           edge: float) -> np.ndarray:
     """Projected bone: spongy interior thickening away from the outline plus a bright cortex."""
     depth = np.clip(-sd / 0.1, 0.0, 1.0)
-    return fill(sd, edge) * spongy * (0.45 + 0.55 * np.sqrt(depth)) + 0.2 * density * rim(sd, cortex)
+    inside = fill(sd, edge) * spongy * (0.45 + 0.55 * np.sqrt(depth))
+    return inside + 0.2 * density * rim(sd, cortex)
 
 
 def _plateau_top(a: KneeAnatomy, x, jsw_m: float, jsw_l: float):
@@ -361,9 +363,10 @@ def _subject_rows(index: int, job: _KneeJob) -> tuple[list[dict], list[np.ndarra
             base, drift = textures[side]
             texture = math.cos(theta) * base + math.sin(theta) * drift
             # Standardised positioning (a fixed-flexion frame): small pose changes per film.
-            pose = (float(rng_q.normal(0, 1.3 * noise)), float(np.exp(rng_q.normal(0, 0.02 * noise))),
-                    (float(rng_q.normal(0, 0.02 * noise)), float(rng_q.normal(0, 0.02 * noise))),
-                    float(np.clip(rng_q.normal(0, 0.06 * noise), -0.5, 0.5)))
+            angle, scale = rng_q.normal(0, 1.3 * noise), np.exp(rng_q.normal(0, 0.02 * noise))
+            shift = (float(rng_q.normal(0, 0.02 * noise)), float(rng_q.normal(0, 0.02 * noise)))
+            flexion = np.clip(rng_q.normal(0, 0.06 * noise), -0.5, 0.5)
+            pose = (float(angle), float(scale), shift, float(flexion))
             state = KneeState(severity=severity, replaced=replaced, years=years)
             attenuation = draw_knee(job.size, anatomy, state, texture, pose, change)
             acq = Acquisition(
@@ -376,7 +379,7 @@ def _subject_rows(index: int, job: _KneeJob) -> tuple[list[dict], list[np.ndarra
             )
             image = render(attenuation, acq, rng_q)
             if side == "R":
-                image = image[:, ::-1].copy()  # as on the film: a right knee has its fibula on the left
+                image = image[:, ::-1].copy()  # as on the film: a right knee's fibula is left
             study = f"{subject}_m{months:03d}"
             path = f"{subject}/m{months:03d}_{side}.png"
             if job.out_dir is not None:
