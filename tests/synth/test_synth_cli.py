@@ -56,3 +56,14 @@ def test_contact_sheet_layout(tmp_path):
     column = sheet[:, 4 + 2 * 54 + 25]
     assert column[4 + 25] == 80
     assert (column == 80).sum() == 50 and (column == 120).sum() == 50
+
+
+def test_phantom_contact_sheets_are_small_pngs(tmp_path):
+    from radsearch.synth.sheet import chest_sheet, knee_sheet
+
+    knee = np.asarray(Image.open(knee_sheet(tmp_path / "k.png", image_size=64, tile=64)))
+    chest = np.asarray(Image.open(chest_sheet(tmp_path / "c.png", image_size=64, tile=64)))
+    assert knee.shape[1] > 7 * 64 and knee.shape[0] > 8 * 64  # 7 visits x (4 subjects x 2 knees)
+    assert chest.shape[0] > 6 * 64
+    assert knee.std() > 20 and chest.std() > 20  # radiographs drawn, not blank tiles
+    assert (tmp_path / "k.png").stat().st_size < 1_000_000
