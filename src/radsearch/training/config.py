@@ -7,6 +7,7 @@ a run can be re-created from it alone.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from pathlib import Path
@@ -129,7 +130,7 @@ class Config(_Strict):
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (or start from ``base`` / defaults) and apply ``key=value`` overrides."""
-    data: dict[str, Any] = dict(base or {})
+    data: dict[str, Any] = copy.deepcopy(base or {})  # overrides must not edit the caller's dict
     if path is not None:
         path = Path(path)
         if not path.is_file():

@@ -33,10 +33,12 @@ def demo_config(out: str | Path = "demo", config: str | Path | None = None,
     from radsearch.training.config import load_config
 
     out = Path(out)
-    base = {**DEMO_CONFIG, "run": {"out_dir": str(out / "runs")}}
-    base["data"] = {**DEMO_CONFIG["data"],
-                    "synth": {**DEMO_CONFIG["data"]["synth"], "out_dir": str(out / "cohort")}}
-    return load_config(config, overrides, base=None if config else base)
+    cfg = load_config(config, overrides, base=None if config else DEMO_CONFIG)
+    # everything the demo writes lives under `out`
+    cfg.run.out_dir = str(out / "runs")
+    if cfg.data.synth is not None and cfg.data.synth.out_dir is None:
+        cfg.data.synth.out_dir = str(out / "cohort")
+    return cfg
 
 
 def run_demo(out: str | Path = "demo", config: str | Path | None = None,
