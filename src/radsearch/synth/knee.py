@@ -114,7 +114,7 @@ def _anatomy(rng: np.random.Generator, spread: float,
                 g(0.13, 0.02, "fibula.2"), g(0.14, 0.02, "fibula.3"), g(0.065, 0.01, "fibula.4")),
         fibula_angle=g(-3.0, 3.0, "fibula_angle"),
         patella=(g(0.0, 0.06, "patella.0"), g(-0.30, 0.06, "patella.1"),
-                 g(0.22, 0.035, "patella.2"), g(0.26, 0.035, "patella.3"), g(0.35, 0.1, "patella.4")),
+                 g(0.22, 0.035, "patella.2"), g(0.26, 0.035, "patella.3"), g(0.5, 0.12, "patella.4")),
         density=g(1.0, 0.12, "density"),
         cortex=g(0.035, 0.009, "cortex"),
         texture_amp=g(0.28, 0.07, "texture_amp"),
@@ -209,7 +209,7 @@ def draw_knee(size: int, a: KneeAnatomy, state: KneeState, texture: np.ndarray,
         for ex, ey, sgn, on_femur in margins:
             grow = spur * (1.25 if sgn < 0 else 0.7)
             tilt = sgn * (-35 if on_femur else 35)
-            bump = ellipse_sd(xw, yw, ex + sgn * grow * 0.3, ey, grow * 1.6, grow * 0.55,
+            bump = ellipse_sd(xw, yw, ex + sgn * grow * 0.1, ey, grow * 1.6, grow * 0.6,
                               angle_deg=tilt)
             bone_sd = femur if on_femur else tibia
             bone_sd[win] = smooth_union(bone_sd[win], bump, 0.015)
