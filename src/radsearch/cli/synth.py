@@ -122,9 +122,13 @@ class _progress:
         self.total = total
 
     def __enter__(self):
-        self.bar.start()
         task = self.bar.add_task("synth", total=self.total)
-        return lambda k=1: self.bar.advance(task, k)
+
+        def advance(k: int = 1) -> None:
+            if not self.bar.live.is_started:  # shown once work is under way, not for bad input
+                self.bar.start()
+            self.bar.advance(task, k)
+        return advance
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
