@@ -71,11 +71,3 @@ def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
 
-
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's decision (e.g. "stop: loss is NaN") for every rank."""
-    if not info.enabled:
-        return flag
-    tensor = torch.tensor([1 if flag else 0])
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())

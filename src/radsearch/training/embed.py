@@ -29,8 +29,7 @@ def mirror_right_for(config, cohort: Cohort) -> bool:
 @torch.no_grad()
 def embed_cohort(model: torch.nn.Module, cohort: Cohort, transform, *, batch_size: int = 64,
                  device: torch.device | str = "cpu", workers: int = 0, mirror_right: bool = False,
-                 images: Sequence[np.ndarray] | None = None, channels_last: bool = False,
-                 progress: bool = False) -> np.ndarray:
+                 images: Sequence[np.ndarray] | None = None, channels_last: bool = False) -> np.ndarray:
     """Embed every row of ``cohort`` in order → float32 array [N, D]."""
     from radsearch.data import CohortDataset
 
@@ -104,8 +103,7 @@ def load_run_model(run_dir: str | os.PathLike, checkpoint: str = "best",
 
 
 def embed_run(run_dir: str | os.PathLike, cohort: Cohort, checkpoint: str = "best", *,
-              batch_size: int = 64, device: str = "auto", workers: int = 0,
-              progress: bool = False) -> np.ndarray:
+              batch_size: int = 64, device: str = "auto", workers: int = 0) -> np.ndarray:
     """Embeddings [N, D] of ``cohort`` with the run's model (``best`` checkpoint by default)."""
     from radsearch.data import build_transforms
 
@@ -115,8 +113,7 @@ def embed_run(run_dir: str | os.PathLike, cohort: Cohort, checkpoint: str = "bes
     transform = build_transforms(config.data.preset, train=False,
                                  image_size=config.data.image_size, resize=config.data.resize)
     return embed_cohort(model, cohort, transform, batch_size=batch_size, device=dev,
-                        workers=workers, mirror_right=mirror_right_for(config, cohort),
-                        progress=progress)
+                        workers=workers, mirror_right=mirror_right_for(config, cohort))
 
 
 def default_eval_cohort(run_dir: str | os.PathLike) -> Cohort:

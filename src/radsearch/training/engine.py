@@ -199,7 +199,8 @@ class Trainer:
             last = epoch == c.train.epochs - 1
             if (epoch + 1) % c.val.every == 0 or last:
                 row.update(self._validate(epoch))
-            self.logger.log_epoch(row, histograms) if self.info.is_main else None
+            if self.info.is_main:
+                self.logger.log_epoch(row, histograms)
             self._checkpoint(epoch, row)
             barrier(self.info)
         if self.info.is_main:
@@ -302,8 +303,9 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                  "epoch": epoch + 1, "best": self.best, "config": self.config.model_dump(mode="json")}
-        if improved:
-            _save(state, self.run_dir / "best.pt")
+        if improved:  # for evaluation only: no optimiser state (a third of the size)
+            _save({k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
+                  self.run_dir / "best.pt")
         _save(state, self.run_dir / "last.pt")
 
     def _final_test(self) -> None:
@@ -379,12 +381,15 @@ def train(config: Config) -> Path:
     if config.train.threads:
         # One thread per process is often faster on a busy CPU (no OpenMP spin contention).
         torch.set_num_threads(config.train.threads)
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     try:
         trainer = Trainer(config)
         trainer.setup()
         return trainer.fit()
     finally:
         torch.set_num_threads(threads)
+        if owns_group and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def run_summary(run_dir: str | Path) -> dict:
