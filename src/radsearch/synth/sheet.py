@@ -15,7 +15,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from radsearch.errors import DataError
 from radsearch.io import atomic_path
-from radsearch.synth.common import SynthCohort
 
 
 def contact_sheet(images: list[list[np.ndarray | None]], captions: list[list[str]],
