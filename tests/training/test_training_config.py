@@ -111,3 +111,10 @@ def test_method_spec_parsing():
         parse_method_spec("Tripplet")
     with pytest.raises(ConfigError, match="not key=value"):
         parse_method_spec("Triplet[0.5]")
+
+
+def test_cli_method_list_splits_outside_brackets():
+    from radsearch.cli.train import _split_methods
+
+    assert _split_methods("AdaTriplet-AM, AdaTriplet[epsilon=0.5,beta=0.75],Triplet") == [
+        "AdaTriplet-AM", "AdaTriplet[epsilon=0.5,beta=0.75]", "Triplet"]
