@@ -67,7 +67,7 @@ class TripletGeometry:
         Σ Δ = Σ_k [n_neg(a_k)·S_ap,k − Σ_{n neg of a_k} S[a_k, n]] needs only row sums, O(B²).
         Computed once per batch and shared by AutoMargin and the epoch monitor.
         """
-        neg_row_sums = (self.values * ~self.same).sum(1)
+        neg_row_sums = torch.where(self.same, 0.0, self.values).sum(1)
         delta_sum = (self.neg_count * self.s_ap).sum() - neg_row_sums[self.anchor].sum()
         return (float(delta_sum), float(self.n_triplets), float(self.neg_pair_sims.sum()),
                 float(self.neg_pair_sims.numel()))

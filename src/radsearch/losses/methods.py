@@ -81,13 +81,13 @@ METHODS: dict[str, Recipe] = {
 
 
 def _histogram(values: torch.Tensor, value_range: tuple[float, float],
-               weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Fixed-bin counts; ``weights`` (a mask) selects cells without copying them out."""
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Fixed-bin int64 counts; cells outside ``mask`` go to an overflow bin that is dropped."""
     low, high = value_range
     bins = ((values - low) * (HISTOGRAM_BINS / (high - low))).long().clamp_(0, HISTOGRAM_BINS - 1)
-    flat_weights = None if weights is None else weights.reshape(-1).to(torch.float64)
-    counts = torch.bincount(bins.reshape(-1), weights=flat_weights, minlength=HISTOGRAM_BINS)
-    return counts.to(torch.float64).cpu()
+    if mask is not None:
+        bins.masked_fill_(~mask, HISTOGRAM_BINS)
+    return torch.bincount(bins.reshape(-1), minlength=HISTOGRAM_BINS + 1)[:HISTOGRAM_BINS].cpu()
 
 
 class EpochMonitor:
@@ -101,8 +101,8 @@ class EpochMonitor:
         self.loss_sum = 0.0
         self.sums = [0.0, 0.0, 0.0, 0.0]  # Δ sum, Δ count, S_neg sum, S_neg count
         self.counts: dict[str, float] = {}
-        self.delta_hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.float64)
-        self.sim_hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.float64)
+        self.delta_hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.int64)
+        self.sim_hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.int64)
 
     @torch.no_grad()
     def update(self, geom: TripletGeometry, loss: torch.Tensor, counts: dict[str, int]) -> None:
@@ -111,7 +111,7 @@ class EpochMonitor:
         self.sums = [a + b for a, b in zip(self.sums, geom.sums)]
         for key, value in counts.items():
             self.counts[key] = self.counts.get(key, 0.0) + value
-        self.delta_hist += _histogram(geom.delta, DELTA_RANGE, weights=geom.neg)
+        self.delta_hist += _histogram(geom.delta, DELTA_RANGE, mask=geom.neg)
         self.sim_hist += _histogram(geom.neg_pair_sims, SIM_RANGE)
 
     def stats(self) -> dict[str, float]:
