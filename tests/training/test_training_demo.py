@@ -16,7 +16,7 @@ def test_demo_writes_report_with_table_and_figures(tmp_path):
         "train.subjects_per_batch=4", "train.progress=false", "model.embedding_dim=16"])
     text = report.read_text()
     assert report == tmp_path / "demo" / "report.md"
-    for method in ("AdaTriplet-AM", "Triplet"):
+    for method in ("AdaTriplet-AM", "Triplet", "untrained ResNet-18 (reference)"):
         assert f"| {method} |" in text
     for name in ("margins", "distributions", "queries"):
         assert f"![{name}]({name}.png)" in text

@@ -71,6 +71,7 @@ def run_demo(out: str | Path = "demo", config: str | Path | None = None,
         "queries": plot_queries(embed_run(runs[methods[0]], test), test, out / "queries.png",
                                 mirror_right=mirror_right_for(base, test)),
     }
+    reference = untrained_results(base, test)
     minutes = (time.perf_counter() - started) / 60
     synth = base.data.synth
     notes = [
@@ -82,6 +83,30 @@ def run_demo(out: str | Path = "demo", config: str | Path | None = None,
         f"mAP (leave-one-out). Wall time {minutes:.1f} min.",
         "",
         "This is a smoke-scale demonstration (one seed, a few epochs): differences between "
-        "methods here are not evidence; see docs/results.md for the multi-seed comparison.",
+        "methods here are not evidence; see docs/results.md for the multi-seed comparison. "
+        f"The row '{UNTRAINED}' is the same network with random weights and no training, "
+        "evaluated the same way: at this budget it is a bar the trained models may not clear.",
     ]
-    return write_report(out, runs, figures, notes)
+    return write_report(out, runs, figures, notes, references={UNTRAINED: reference})
+
+
+UNTRAINED = "untrained ResNet-18 (reference)"
+
+
+def untrained_results(config, test) -> dict[str, dict[str, float]]:
+    """Per-year test results of the randomly initialised network (seed ``train.seed``)."""
+    import torch
+
+    from radsearch.data import build_transforms
+    from radsearch.evaluation import evaluate_forensic
+    from radsearch.models import create_model
+    from radsearch.training.embed import embed_cohort, mirror_right_for
+
+    torch.manual_seed(config.train.seed)
+    model = create_model(config.model.name, embedding_dim=config.model.embedding_dim,
+                         weights="none", first_conv=config.model.first_conv)
+    transform = build_transforms(config.data.preset, train=False,
+                                 image_size=config.data.image_size, resize=config.data.resize)
+    embeddings = embed_cohort(model, test, transform, batch_size=config.val.batch_size,
+                              mirror_right=mirror_right_for(config, test))
+    return evaluate_forensic(embeddings, test).groups

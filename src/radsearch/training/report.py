@@ -148,12 +148,18 @@ def plot_queries(embeddings: np.ndarray, cohort: Cohort, path: Path, n_queries: 
 
 
 def write_report(out: Path, runs: dict[str, Path], figures: dict[str, Path],
-                 notes: list[str] | None = None) -> Path:
-    """demo/report.md: per-year table, margin curves, distributions, example queries."""
+                 notes: list[str] | None = None,
+                 references: dict[str, dict[str, dict[str, float]]] | None = None) -> Path:
+    """demo/report.md: per-year table, margin curves, distributions, example queries.
+
+    ``references``: extra table rows (name → result groups), e.g. the untrained network.
+    """
     values: dict = {}
     for method, run_dir in runs.items():
         groups = json.loads((Path(run_dir) / "results.json").read_text())["groups"]
         values[method] = {g: {m: [v] for m, v in metrics.items()} for g, metrics in groups.items()}
+    for name, groups in (references or {}).items():
+        values[name] = {g: {m: [v] for m, v in metrics.items()} for g, metrics in groups.items()}
     n_queries = {g: int(m.get("n_queries", 0)) for g, m in
                  json.loads((Path(next(iter(runs.values()))) / "results.json").read_text())
                  ["groups"].items()}
