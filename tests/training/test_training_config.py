@@ -118,3 +118,16 @@ def test_cli_method_list_splits_outside_brackets():
 
     assert _split_methods("AdaTriplet-AM, AdaTriplet[epsilon=0.5,beta=0.75],Triplet") == [
         "AdaTriplet-AM", "AdaTriplet[epsilon=0.5,beta=0.75]", "Triplet"]
+
+
+def test_synthetic_cohort_cache_depends_on_the_difficulty_knobs(tmp_path):
+    from radsearch.training.cohorts import synthesise
+    from radsearch.training.config import SynthConfig
+
+    plain = SynthConfig(n_subjects=3, image_size=32)
+    harder = SynthConfig(n_subjects=3, image_size=32, difficulty={"acquisition_noise": 3.0})
+    first = synthesise(plain, tmp_path)
+    second = synthesise(harder, tmp_path)
+    assert first != second and first.is_file() and second.is_file()
+    assert synthesise(SynthConfig(n_subjects=3, image_size=32,
+                                  difficulty={"acquisition_noise": 3.0}), tmp_path) == second

@@ -142,6 +142,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(knee_manifest, tmp_path, 
     assert torch.load(run_dir / "last.pt", weights_only=False)["epoch"] == 1
 
 
+def test_nan_validation_embeddings_stop_like_a_nan_loss(knee_manifest, tmp_path, monkeypatch):
+    run_dir = train(make_config(knee_manifest, tmp_path, epochs=1))
+    good = final_weights(run_dir)
+    real_embed = engine_module.embed_cohort
+
+    def nan_embed(*args, **kwargs):
+        return real_embed(*args, **kwargs) * np.nan
+
+    monkeypatch.setattr(engine_module, "embed_cohort", nan_embed)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, validation: .*NaN.*last.pt"):
+        train(make_config(knee_manifest, tmp_path, epochs=2))
+    torch.testing.assert_close(final_weights(run_dir), good)
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_missing_image_mid_epoch_names_the_file(knee_manifest, tmp_path, workers):
     folder = tmp_path / "copy"

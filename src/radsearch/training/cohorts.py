@@ -6,6 +6,8 @@ evaluation and embedding later use exactly the same rows.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +30,18 @@ def load_training_cohort(config: Config) -> Cohort:
     return ensure_splits(cohort, data.val_fraction, data.test_fraction, data.split_seed)
 
 
+def _synth_folder(spec: SynthConfig) -> str:
+    """Cache folder name; difficulty knobs enter as a short hash so changed knobs regenerate."""
+    name = f"{spec.kind}-n{spec.n_subjects}-s{spec.seed}-px{spec.image_size}"
+    if spec.difficulty:
+        knobs = json.dumps(spec.difficulty, sort_keys=True)
+        name += "-d" + hashlib.sha1(knobs.encode()).hexdigest()[:8]
+    return name
+
+
 def synthesise(spec: SynthConfig, runs_root: Path) -> Path:
     """Generate the synthetic cohort once (PNG files + manifest); later runs reuse it."""
-    out = Path(spec.out_dir) if spec.out_dir else (
-        runs_root / "_synth" / f"{spec.kind}-n{spec.n_subjects}-s{spec.seed}-px{spec.image_size}")
+    out = Path(spec.out_dir) if spec.out_dir else runs_root / "_synth" / _synth_folder(spec)
     manifest = out / "manifest.csv"
     if manifest.is_file():
         return manifest

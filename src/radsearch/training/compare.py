@@ -15,11 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
-from scipy.stats import sem
 
 from radsearch.errors import ConfigError
+from radsearch.evaluation import aggregate_seeds
 from radsearch.io import write_text
 from radsearch.training.config import Config
 
@@ -78,43 +77,27 @@ def compare(config: Config, methods: Sequence[str], seeds: int | Sequence[int],
     return write_comparison(runs, out, seed_list)
 
 
-def collect(runs: dict[str, list[Path]]) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """method → group → metric → per-seed values, from each run's results.json."""
-    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+def load_results(runs: dict[str, list[Path]]) -> dict[str, list[dict]]:
+    """method → per-seed ``results.json`` contents."""
+    out: dict[str, list[dict]] = {}
     for method, dirs in runs.items():
         for run_dir in dirs:
             path = Path(run_dir) / "results.json"
             if not path.is_file():
                 raise ConfigError(f"{run_dir}: no results.json (the cohort has no test split?).")
-            groups = json.loads(path.read_text())["groups"]
-            for group, metrics in groups.items():
-                for metric, value in metrics.items():
-                    out.setdefault(method, {}).setdefault(group, {}).setdefault(metric, []) \
-                        .append(float(value))
+            out.setdefault(method, []).append(json.loads(path.read_text()))
     return out
 
 
-def _group_order(groups) -> list[str]:
-    years = sorted((g for g in groups if g != "all"), key=lambda g: (float(g) if _num(g) else 1e9, g))
-    return years + (["all"] if "all" in groups else [])
+def comparison_markdown(results: dict[str, list[dict]], seeds: Sequence[int]) -> str:
+    """One table per metric (rows = methods, columns = years + All), best mean in bold.
 
-
-def _num(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    return float(values.mean()), float(sem(values)) if len(values) > 1 else 0.0
-
-
-def comparison_markdown(values: dict, seeds: Sequence[int]) -> str:
-    methods = list(values)
-    groups = _group_order({g for m in methods for g in values[m]})
+    Means and standard errors come from :func:`radsearch.evaluation.aggregate_seeds`, the same
+    aggregation as every other table of the project.
+    """
+    aggregates = {m: aggregate_seeds(per_seed) for m, per_seed in results.items()}
+    groups = list(dict.fromkeys(g for agg in aggregates.values() for g in agg.groups))
+    groups = [g for g in groups if g != "all"] + (["all"] if "all" in groups else [])
     spread = "Mean ± standard error" if len(seeds) > 1 else "Single run"
     lines = [f"{spread} over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), in percent; "
              "columns are years between query and gallery, All pools every query.", ""]
@@ -122,25 +105,24 @@ def comparison_markdown(values: dict, seeds: Sequence[int]) -> str:
         header = ["method"] + [("All" if g == "all" else f"{g} y") for g in groups]
         lines += [f"**{metric}**", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]
-        best = {g: max((mean_se(values[m][g][metric])[0] for m in methods
-                        if metric in values[m].get(g, {})), default=None) for g in groups}
-        for method in methods:
-            cells = [method]
+        cells = {m: {g: agg.groups.get(g, {}).get(metric) for g in groups}
+                 for m, agg in aggregates.items()}
+        best = {g: max((c[g].mean for c in cells.values() if c[g] is not None), default=None)
+                for g in groups}
+        for method, row in cells.items():
+            texts = [method]
             for g in groups:
-                series = values[method].get(g, {}).get(metric)
-                if not series:
-                    cells.append("–")
-                    continue
-                mean, se = mean_se(series)
-                cell = f"{100 * mean:.1f}" + (f" ± {100 * se:.1f}" if len(series) > 1 else "")
-                cells.append(f"**{cell}**" if best[g] is not None and mean == best[g] else cell)
-            lines.append("| " + " | ".join(cells) + " |")
+                value = row[g]
+                text = value.format(scale=100.0, digits=1) if value is not None else "–"
+                bold = value is not None and best[g] is not None and value.mean == best[g]
+                texts.append(f"**{text}**" if bold else text)
+            lines.append("| " + " | ".join(texts) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
 def write_comparison(runs: dict[str, list[Path]], out: Path, seeds: Sequence[int]) -> Path:
-    values = collect(runs)
+    results = load_results(runs)
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -153,5 +135,5 @@ def write_comparison(runs: dict[str, list[Path]], out: Path, seeds: Sequence[int
                     writer.writerow([method, seed, group, metric, value])
     write_text(out / "comparison.csv", buffer.getvalue())
     path = out / "comparison.md"
-    write_text(path, comparison_markdown(values, seeds))
+    write_text(path, comparison_markdown(results, seeds))
     return path

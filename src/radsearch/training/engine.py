@@ -246,7 +246,7 @@ class Trainer:
                     loss = train_step(self.ddp_model, self.method, self.optimizer, images, labels,
                                       info=self.info, scaler=self.scaler, autocast=autocast)
                     if not math.isfinite(loss):
-                        self._diverged(epoch, step, loss)
+                        self._diverged(epoch, f"batch {step + 1}: the loss is {loss}")
                     losses.append(loss)
                     advance(loss)
             except RadsearchError as exc:
@@ -259,13 +259,13 @@ class Trainer:
                "seconds": time.perf_counter() - started, **stats}
         return row, histograms
 
-    def _diverged(self, epoch: int, step: int, loss: float) -> None:
+    def _diverged(self, epoch: int, where: str) -> None:
         kept = (f"the last good checkpoint is kept at {self.run_dir / 'last.pt'} "
                 f"(after epoch {self.start_epoch_done()})" if (self.run_dir / "last.pt").is_file()
                 else "no checkpoint had been written yet")
         raise TrainingDivergedError(
-            f"epoch {epoch + 1}, batch {step + 1}: the loss is {loss}; the run stopped and "
-            f"{kept}. Lower optim.lr, check the images for corrupt values, or try model.weights.")
+            f"epoch {epoch + 1}, {where}; the run stopped and {kept}. Lower optim.lr, check the "
+            "images for corrupt values, or try model.weights.")
 
     def start_epoch_done(self) -> int:
         state = torch.load(self.run_dir / "last.pt", map_location="cpu", weights_only=False)
@@ -283,6 +283,8 @@ class Trainer:
                                   workers=c.data.workers, mirror_right=self.mirror_right,
                                   images=self.val_images,
                                   channels_last=self.gpu and c.train.channels_last)
+        if not np.isfinite(embeddings).all():
+            self._diverged(epoch, "validation: the model's embeddings contain NaN or infinity")
         result = evaluate_forensic(embeddings, self.val_cohort, leave_one_out=True)
         overall = result.groups["all"]
         if c.val.metric not in overall:

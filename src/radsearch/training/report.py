@@ -154,12 +154,12 @@ def write_report(out: Path, runs: dict[str, Path], figures: dict[str, Path],
 
     ``references``: extra table rows (name → result groups), e.g. the untrained network.
     """
-    values: dict = {}
-    for method, run_dir in runs.items():
-        groups = json.loads((Path(run_dir) / "results.json").read_text())["groups"]
-        values[method] = {g: {m: [v] for m, v in metrics.items()} for g, metrics in groups.items()}
+    results = {method: [json.loads((Path(run_dir) / "results.json").read_text())]
+               for method, run_dir in runs.items()}
+    first = next(iter(results.values()))[0]
     for name, groups in (references or {}).items():
-        values[name] = {g: {m: [v] for m, v in metrics.items()} for g, metrics in groups.items()}
+        # same test protocol and gallery as the trained runs; only the scores differ
+        results[name] = [{**first, "groups": groups}]
     n_queries = {g: int(m.get("n_queries", 0)) for g, m in
                  json.loads((Path(next(iter(runs.values()))) / "results.json").read_text())
                  ["groups"].items()}
@@ -168,7 +168,7 @@ def write_report(out: Path, runs: dict[str, Path], figures: dict[str, Path],
     lines += ["", "## Test-set retrieval per years between query and gallery", "",
               "Queries per group: " + ", ".join(
                   f"{'All' if g == 'all' else g + ' y'}: {n}" for g, n in n_queries.items()), "",
-              comparison_markdown(values, [0]), ""]
+              comparison_markdown(results, [0]), ""]
     captions = {
         "margins": "## AutoMargin over epochs (paper Fig. 3)\n\nε (triplet margin) and β "
                    "(negative-similarity threshold) used in each epoch; AutoMargin sets them from "
