@@ -24,9 +24,14 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/radsearch demo
 
+# every benchmark; each records its latest output in docs/benchmarks.md
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.loss_step
 	$(BIN)/python -m benchmarks.eval_forensic
+	$(BIN)/python -m benchmarks.nih_adapter
+	$(BIN)/python -m benchmarks.data_pipeline
+	$(BIN)/python -m benchmarks.synth_cohort
+	$(BIN)/python -m benchmarks.train_step
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -131,3 +131,16 @@ def test_synthetic_cohort_cache_depends_on_the_difficulty_knobs(tmp_path):
     assert first != second and first.is_file() and second.is_file()
     assert synthesise(SynthConfig(n_subjects=3, image_size=32,
                                   difficulty={"acquisition_noise": 3.0}), tmp_path) == second
+
+
+def test_a_data_source_on_the_command_line_replaces_the_configs(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  synth: {kind: knee, n_subjects: 10}\n")
+    cfg = load_config(config, ["data.manifest=cohort.csv"])
+    assert cfg.data.manifest == "cohort.csv" and cfg.data.synth is None
+    config.write_text("data:\n  manifest: cohort.csv\n")
+    cfg = load_config(config, ["data.synth.kind=chest"])
+    assert cfg.data.manifest is None and cfg.data.synth.kind == "chest"
+    # both named: nothing is dropped silently (the engine then asks for exactly one source)
+    cfg = load_config(config, ["data.manifest=a.csv", "data.synth.kind=knee"])
+    assert cfg.data.manifest == "a.csv" and cfg.data.synth.kind == "knee"

@@ -145,9 +145,23 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, …) at the "
                               "top level.")
         data = _merge(data, loaded)
+    _replace_data_source(data, overrides)
     for item in overrides:
         apply_override(data, item)
     return validate_config(data, source=str(path) if path else "config")
+
+
+def _replace_data_source(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """A data source named on the command line replaces the config's: ``data.manifest=PATH`` on a
+    config that synthesises its cohort trains on PATH instead (and ``data.synth.*`` vice versa)."""
+    keys = {item.partition("=")[0].strip() for item in overrides}
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return
+    if "data.manifest" in keys and not any(k.startswith("data.synth") for k in keys):
+        section.pop("synth", None)
+    elif any(k.startswith("data.synth") for k in keys) and "data.manifest" not in keys:
+        section.pop("manifest", None)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
