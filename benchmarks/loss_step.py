@@ -116,7 +116,7 @@ def run(batch_sizes: list[int], budget_s: float) -> list[dict]:
 def format_table(rows: list[dict]) -> str:
     lines = [
         "| batch (subjects × 4) | ours median ms | straightforward median ms | speed-up | "
-        "ours largest intermediate (P·B) | straightforward (|T| idx + Δ) | B³ cube |",
+        "ours largest intermediate (P·B) | straightforward (triplet indices + Δ) | B³ cube |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
