@@ -11,12 +11,13 @@ from radsearch.synth.sheet import contact_sheet
 
 
 def test_synth_knee_writes_a_loadable_cohort(tmp_path, capsys):
-    out = tmp_path / "knees"
+    # a path longer than a terminal line: it must still be printed whole, ready to copy
+    out = tmp_path / ("a-rather-long-folder-name-for-the-cohort-" * 3) / "knees"
     code = main(["synth", "knee", "--subjects", "3", "--out", str(out), "--seed", "4",
                  "--image-size", "64", "--workers", "1"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "manifest.csv" in printed and "42 images of 3 subjects" in printed
+    assert str(out / "manifest.csv") in printed and "42 images of 3 subjects" in printed
     cohort = Cohort.load(out / "manifest.csv")
     assert len(cohort) == 42 and cohort.table.subject.nunique() == 3
     assert Image.open(cohort.image_paths()[0]).size == (64, 64)

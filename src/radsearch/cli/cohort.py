@@ -21,8 +21,8 @@ from rich.table import Table
 from radsearch.cohort import Cohort
 from radsearch.errors import DataError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
+err_console = Console(stderr=True, soft_wrap=True)
 cohort_app = typer.Typer(help="Build, inspect and check cohort manifests (one row per image).",
                          no_args_is_help=True)
 

@@ -18,7 +18,7 @@ from radsearch.cohort import Cohort
 from radsearch.errors import ConfigError, DataError
 from radsearch.io import write_json
 
-console = Console()
+console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
 
 FORENSIC_COLUMNS = ("mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first", "CMC@5_first")
 DIAGNOSTIC_COLUMNS = ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "P@10", "MRR", "nDCG@10")

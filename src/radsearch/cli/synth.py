@@ -89,7 +89,7 @@ def sheet(out: Path = typer.Option(Path("docs/images"), "--out", "-o",
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; give a folder for the contact sheets.")
-    console = Console()
+    console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
     for name, make in (("synth_knee.png", knee_sheet), ("synth_chest.png", chest_sheet)):
         path = make(out / name, seed=seed)
         console.print(f"wrote {path}")
@@ -140,6 +140,6 @@ def _splits(table) -> str:
 
 
 def _done(manifest: Path | None, summary: str) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
     console.print(f"manifest: [bold]{manifest}[/]", highlight=False)
     console.print(summary, highlight=False)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
 
 
 def register(app: typer.Typer) -> None:
