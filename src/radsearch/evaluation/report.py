@@ -178,6 +178,16 @@ def _stamp(aggregates: Mapping[str, SeedAggregate], keys: Sequence[str]) -> dict
     return out
 
 
+def _add_cell(row: list[str], values: list[dict[str, Any]], method: str, agg: SeedAggregate,
+              metric: str, group: str, scale: float, digits: int) -> None:
+    """Append one "mean ± SE" cell to ``row`` and its machine record to ``values``."""
+    cell = agg.groups.get(group, {}).get(metric)
+    row.append(cell.format(scale, digits) if cell else "—")
+    if cell:
+        values.append({"metric": metric, "method": method, "group": group,
+                       "mean": cell.mean, "se": cell.se, "n_seeds": cell.n})
+
+
 def forensic_table(methods: Mapping[str, Sequence[ResultLike] | SeedAggregate],
                    metrics: Sequence[str] = ("mAP", "mAP@R", "CMC@1"), *,
                    percent: bool = True, digits: int = 1,
@@ -198,11 +208,7 @@ def forensic_table(methods: Mapping[str, Sequence[ResultLike] | SeedAggregate],
         for name, agg in aggregates.items():
             row = [metric, name]
             for g in groups:
-                cell = agg.groups.get(g, {}).get(metric)
-                row.append(cell.format(scale, digits) if cell else "—")
-                if cell:
-                    values.append({"metric": metric, "method": name, "group": g,
-                                   "mean": cell.mean, "se": cell.se, "n_seeds": cell.n})
+                _add_cell(row, values, name, agg, metric, g, scale, digits)
             rows.append(row)
     settings = _stamp(aggregates, ("protocol", "relevance", "mode", "view", "ties"))
     settings["scale"] = "percent" if percent else "fraction"
@@ -224,11 +230,7 @@ def diagnostic_table(methods: Mapping[str, Sequence[ResultLike] | SeedAggregate]
     for metric in metrics:
         row = ["mAP@all" if metric == "mAP" else metric]
         for name, agg in aggregates.items():
-            cell = agg.groups.get(group, {}).get(metric)
-            row.append(cell.format(1.0, digits) if cell else "—")
-            if cell:
-                values.append({"metric": metric, "method": name, "group": group,
-                               "mean": cell.mean, "se": cell.se, "n_seeds": cell.n})
+            _add_cell(row, values, name, agg, metric, group, 1.0, digits)
         rows.append(row)
     settings = _stamp(aggregates, ("protocol", "database", "queries", "relevance",
                                    "normalisation", "ties"))
@@ -249,11 +251,7 @@ def per_class_table(methods: Mapping[str, Sequence[ResultLike] | SeedAggregate],
     for g in groups:
         row = ["All samples" if g == "all" else g]
         for name, agg in aggregates.items():
-            cell = agg.groups.get(g, {}).get(metric)
-            row.append(cell.format(1.0, digits) if cell else "—")
-            if cell:
-                values.append({"metric": metric, "method": name, "group": g,
-                               "mean": cell.mean, "se": cell.se, "n_seeds": cell.n})
+            _add_cell(row, values, name, agg, metric, g, 1.0, digits)
         rows.append(row)
     settings = _stamp(aggregates, ("protocol", "database", "queries", "relevance",
                                    "per_class_relevance", "normalisation", "ties"))
