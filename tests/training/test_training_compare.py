@@ -50,3 +50,40 @@ def test_compare_table_holds_mean_and_standard_error(manifest, tmp_path, monkeyp
 def test_compare_rejects_unknown_methods(tmp_path):
     with pytest.raises(ConfigError, match="Tripplet"):
         compare(load_config(None), ["Tripplet"], 1, tmp_path)
+
+
+def test_untrained_reference_row_is_the_randomly_initialised_network(manifest, tmp_path,
+                                                                     monkeypatch):
+    import csv
+
+    from radsearch.cohort import Cohort
+    from radsearch.training.compare import UNTRAINED_LABEL
+    from radsearch.training.demo import untrained_results
+
+    cfg = load_config(None, [
+        f"data.manifest={manifest}", "data.image_size=32", "data.resize=36", "data.workers=0",
+        "model.embedding_dim=8", "train.epochs=1", "train.subjects_per_batch=4",
+        "train.max_batches_per_epoch=1", "train.progress=false", "train.threads=1"])
+    table = compare(cfg, ["Triplet"], 2, tmp_path / "cmp", untrained_reference=True)
+    assert UNTRAINED_LABEL in table.read_text()
+
+    # each seed's row is that seed's initialisation on the runs' own test split
+    test = Cohort.load(tmp_path / "cmp" / "Triplet" / "s0" / "cohort.csv").split("test")
+    rows = list(csv.DictReader((tmp_path / "cmp" / "comparison.csv").open()))
+    table_map = {}
+    for seed in (0, 1):
+        seeded = cfg.model_copy(deep=True)
+        seeded.train.seed = seed
+        want = untrained_results(seeded, test)["all"]["mAP"]
+        got = [float(r["value"]) for r in rows if r["method"] == UNTRAINED_LABEL
+               and r["seed"] == str(seed) and r["group"] == "all" and r["metric"] == "mAP"]
+        assert got == pytest.approx([want])
+        table_map[seed] = want
+    assert table_map[0] != table_map[1]  # two different initialisations
+
+    # asking again reuses every trained run
+    def no_training(config):
+        raise AssertionError("finished runs must be reused")
+
+    monkeypatch.setattr(engine_module, "train", no_training)
+    compare(cfg, ["Triplet"], 2, tmp_path / "cmp", untrained_reference=True)

@@ -87,6 +87,9 @@ def compare_command(
                                                     "config's compare.seeds)."),
     out: Path = typer.Option(None, "--out", help="Folder for the runs and the table "
                                                  "(default <run.out_dir>/compare)."),
+    untrained_reference: bool = typer.Option(
+        False, "--untrained-reference",
+        help="Add a row for the same network with random weights (no training), per seed."),
 ) -> None:
     """Train each method for each seed and write a mean ± SE table per years apart."""
     from radsearch.training import load_config
@@ -95,7 +98,8 @@ def compare_command(
     cfg = load_config(config, overrides or [])
     names = _split_methods(methods) if methods else list(cfg.compare.methods)
     path = compare(cfg, names, seeds or cfg.compare.seeds, out,
-                   on_run=lambda m, s, d: console.print(f"[green]✓[/] {m} seed {s}: {d}"))
+                   on_run=lambda m, s, d: console.print(f"[green]✓[/] {m} seed {s}: {d}"),
+                   untrained_reference=untrained_reference)
     console.print(path.read_text(encoding="utf-8"), markup=False)
     console.print(f"table: {path}")
 

@@ -44,13 +44,19 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any], str]:
     return name, options, label
 
 
+UNTRAINED_LABEL = "untrained network (reference, no training)"
+
+
 def compare(config: Config, methods: Sequence[str], seeds: int | Sequence[int],
             out_dir: str | Path | None = None,
-            on_run: Callable[[str, int, Path], None] | None = None) -> Path:
+            on_run: Callable[[str, int, Path], None] | None = None,
+            untrained_reference: bool = False) -> Path:
     """Train ``methods`` × ``seeds`` (each in ``out_dir/<label>/s<seed>``); return the table path.
 
     A method is a name of ``radsearch.losses.METHODS``, optionally with settings:
     ``AdaTriplet[epsilon=0.5,beta=0.5]`` (grid searches, AutoMargin ablations).
+    ``untrained_reference`` adds a row for the same network with random weights (one
+    initialisation per seed), evaluated on the same test split: the bar training must clear.
     """
     from radsearch.training.engine import train
 
@@ -74,7 +80,27 @@ def compare(config: Config, methods: Sequence[str], seeds: int | Sequence[int],
             runs.setdefault(label, []).append(run_dir)
             if on_run is not None:
                 on_run(label, seed, run_dir)
-    return write_comparison(runs, out, seed_list)
+    results = load_results(runs)
+    if untrained_reference:
+        results[UNTRAINED_LABEL] = untrained_reference_results(config, runs, seed_list)
+    return write_comparison(results, out, seed_list)
+
+
+def untrained_reference_results(config: Config, runs: dict[str, list[Path]],
+                                seeds: Sequence[int]) -> list[dict]:
+    """Per seed: the randomly initialised network on the first run's test split."""
+    from radsearch.cohort import Cohort
+    from radsearch.training.demo import untrained_results
+
+    first_run = next(iter(runs.values()))[0]
+    test = Cohort.load(first_run / "cohort.csv").split("test")
+    template = json.loads((first_run / "results.json").read_text())
+    out = []
+    for seed in seeds:
+        cfg = config.model_copy(deep=True)
+        cfg.train.seed = seed
+        out.append({**template, "groups": untrained_results(cfg, test)})
+    return out
 
 
 def load_results(runs: dict[str, list[Path]]) -> dict[str, list[dict]]:
@@ -121,16 +147,15 @@ def comparison_markdown(results: dict[str, list[dict]], seeds: Sequence[int]) ->
     return "\n".join(lines)
 
 
-def write_comparison(runs: dict[str, list[Path]], out: Path, seeds: Sequence[int]) -> Path:
-    results = load_results(runs)
+def write_comparison(results: dict[str, list[dict]], out: Path, seeds: Sequence[int]) -> Path:
+    """comparison.csv (every seed, group and metric) and comparison.md (mean ± SE tables)."""
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["method", "seed", "group", "metric", "value"])
-    for method, dirs in runs.items():
-        for seed, run_dir in zip(seeds, dirs):
-            groups = json.loads((Path(run_dir) / "results.json").read_text())["groups"]
-            for group, metrics in groups.items():
+    for method, per_seed in results.items():
+        for seed, result in zip(seeds, per_seed):
+            for group, metrics in result["groups"].items():
                 for metric, value in metrics.items():
                     writer.writerow([method, seed, group, metric, value])
     write_text(out / "comparison.csv", buffer.getvalue())
