@@ -68,3 +68,19 @@ def test_phantom_contact_sheets_are_small_pngs(tmp_path):
     assert chest.shape[0] > 6 * 64
     assert knee.std() > 20 and chest.std() > 20  # radiographs drawn, not blank tiles
     assert (tmp_path / "k.png").stat().st_size < 1_000_000
+
+
+def test_synth_refuses_a_non_empty_folder_and_overwrite_replaces_the_old_cohort(tmp_path, capsys):
+    out = tmp_path / "knees"
+    args = ["synth", "knee", "--out", str(out), "--image-size", "32", "--workers", "1"]
+    assert main([*args, "--subjects", "3"]) == 0
+    keep = out / "notes.txt"
+    keep.write_text("mine")
+    assert main([*args, "--subjects", "2"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert len(Cohort.load(out / "manifest.csv")) == 42  # nothing was touched
+    assert main([*args, "--subjects", "2", "--overwrite"]) == 0
+    cohort = Cohort.load(out / "manifest.csv")
+    pngs = sorted(p.resolve() for p in out.rglob("*.png"))
+    assert pngs == sorted(p.resolve() for p in cohort.image_paths())  # no stale images left
+    assert len(cohort) == 28 and keep.read_text() == "mine"

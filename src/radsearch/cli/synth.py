@@ -24,6 +24,8 @@ SIMILARITY = typer.Option(0.35, "--similarity", help="0 = very distinct anatomie
 CHANGE = typer.Option(1.0, "--change-per-year", help="Amount of disease / ageing drift per year.")
 NOISE = typer.Option(1.0, "--noise", help="Acquisition variation (pose, exposure, noise, blur).")
 WORKERS = typer.Option(None, "--workers", help="Processes (default: one per core).")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace a cohort already in --out (only the "
+                         "images its manifest lists are removed).")
 FLAGS = {"subject_similarity": "--similarity", "change_per_year": "--change-per-year",
          "acquisition_noise": "--noise", "replacement_rate": "--replacement-rate",
          "finding_rate": "--finding-rate", "report_fraction": "--report-fraction",
@@ -40,11 +42,11 @@ def knee(subjects: int = SUBJECTS, out: Path = OUT, seed: int = SEED, image_size
          similarity: float = SIMILARITY, change_per_year: float = CHANGE, noise: float = NOISE,
          replacement_rate: float = typer.Option(0.5, "--replacement-rate",
                                                 help="Share of severe knees later replaced."),
-         workers: int | None = WORKERS) -> None:
+         workers: int | None = WORKERS, overwrite: bool = OVERWRITE) -> None:
     """Bilateral knee films at 0-96 months (KL grades, osteoarthritis, replacements)."""
     from radsearch.synth import generate_knee
 
-    _check_out(out)
+    _check_out(out, overwrite)
     with _progress(subjects, "knees") as advance, _flag_names():
         synth = generate_knee(subjects, seed=seed, image_size=image_size, out_dir=out,
                               workers=workers, progress=advance, subject_similarity=similarity,
@@ -63,11 +65,11 @@ def chest(subjects: int = SUBJECTS, out: Path = OUT, seed: int = SEED, image_siz
                                              help="How often acute findings appear."),
           report_fraction: float = typer.Option(1.0, "--report-fraction",
                                                 help="Share of studies with a report."),
-          workers: int | None = WORKERS) -> None:
+          workers: int | None = WORKERS, overwrite: bool = OVERWRITE) -> None:
     """Frontal chest films over years with the 14 CheXpert findings and reports."""
     from radsearch.synth import generate_chest
 
-    _check_out(out)
+    _check_out(out, overwrite)
     with _progress(subjects, "chests") as advance, _flag_names():
         synth = generate_chest(subjects, seed=seed, image_size=image_size, out_dir=out,
                                report_fraction=report_fraction, workers=workers, progress=advance,
@@ -107,9 +109,26 @@ def _flag_names() -> Iterator[None]:
         raise ConfigError(message) from None
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to mix two cohorts in one folder; ``--overwrite`` removes the old cohort's images."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; give a folder (it is created if missing).")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    manifest = out / "manifest.csv"
+    if not overwrite:
+        raise ConfigError(f"--out {out}: the folder is not empty; choose a new folder, or pass "
+                          "--overwrite to replace the cohort there (only the images listed in its "
+                          "manifest.csv are removed).")
+    if manifest.is_file():
+        from radsearch.cohort import Cohort
+
+        root = out.resolve()
+        for path in Cohort.load(manifest).image_paths():
+            path = path.resolve()
+            if path.is_relative_to(root) and path.is_file():
+                path.unlink()
+        manifest.unlink()
 
 
 class _progress:
