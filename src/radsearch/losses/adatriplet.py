@@ -47,8 +47,8 @@ class TripletLoss(nn.Module):
         """Σ over active triplets of (ε − Δ), divided by the active count (reference) or |T| (paper)."""
         mined = select_triplets(geom, self.epsilon, self.triplets)
         active = mined & (geom.delta < self.epsilon)
-        n_active = int(active.sum())
-        self.last_counts = {"mined_triplets": int(mined.sum()), "active_triplets": n_active}
+        n_active = int(torch.count_nonzero(active))
+        self.last_counts = {"mined_triplets": int(torch.count_nonzero(mined)), "active_triplets": n_active}
         hinge_sum = geom.weighted(geom.triplet_weights(active)) + self.epsilon * n_active
         if self.reduction == "reference":
             return hinge_sum / max(n_active, 1)
@@ -75,13 +75,13 @@ class AdaTripletLoss(TripletLoss):
         Paper: Σ over every triplet of [S_an − β]₊, divided by |T|."""
         if self.reduction == "reference":
             active = geom.neg_upper & (geom.sim.detach() >= self.beta)
-            n_active = int(active.sum())
+            n_active = int(torch.count_nonzero(active))
             self.last_counts["active_neg_pairs"] = n_active
             excess_sum = geom.weighted(active.to(geom.sim.dtype)) - self.beta * n_active
             return excess_sum / max(n_active, 1)
         s_an = geom.s_ap[:, None] - geom.delta
         active = geom.neg & (s_an > self.beta)
-        n_active = int(active.sum())
+        n_active = int(torch.count_nonzero(active))
         self.last_counts["active_neg_pairs"] = n_active
         excess_sum = geom.weighted(geom.row_weights(active.to(geom.sim.dtype)))
         return (excess_sum - self.beta * n_active) / geom.n_triplets

@@ -120,7 +120,8 @@ def similarity_geometry(sim: torch.Tensor, labels: torch.Tensor) -> TripletGeome
         neg = ~same[anchor]
         neg_upper = (~same).triu(1)
         neg_pair_sims = values[neg_upper]
-        neg_count = (len(labels) - same.sum(1))[anchor]
+        # counted without summing bools (a bool sum first copies the mask to int64)
+        neg_count = (len(labels) - torch.count_nonzero(same, dim=1))[anchor]
     return TripletGeometry(sim, anchor, positive, s_ap, delta, neg, neg_upper, neg_pair_sims,
                            same, neg_count)
 

@@ -28,7 +28,7 @@ class SCTLoss(nn.Module):
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
         hard = geom.neg & (geom.delta < 0)
         easy = geom.neg & ~hard
-        n_hard, n_easy = int(hard.sum()), int(easy.sum())
+        n_hard, n_easy = int(torch.count_nonzero(hard)), int(torch.count_nonzero(easy))
         self.last_counts = {"mined_triplets": geom.n_triplets, "active_triplets": n_hard}
         # softplus is not linear in S: this loss differentiates through the gathered rows
         s_an = geom.sim[geom.anchor]

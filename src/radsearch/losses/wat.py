@@ -35,8 +35,8 @@ class WATLoss(nn.Module):
         margin = (2.0 - 2.0 * geom.delta) / (4.0 - self.k) + self.k
         mined = geom.neg & (geom.delta <= margin)
         active = mined & (geom.delta < margin)
-        n_active = int(active.sum())
-        self.last_counts = {"mined_triplets": int(mined.sum()), "active_triplets": n_active}
+        n_active = int(torch.count_nonzero(active))
+        self.last_counts = {"mined_triplets": int(torch.count_nonzero(mined)), "active_triplets": n_active}
         margin_sum = (margin * active).sum()
         return (geom.weighted(geom.triplet_weights(active)) + margin_sum) / max(n_active, 1)
 
