@@ -113,3 +113,16 @@ def test_epoch_statistics_and_histograms():
     assert hist["neg_sim"][1].sum() == pytest.approx(2 * (66 - 4 * 3))
     method.on_epoch_end()
     assert method.epoch_stats()["batches"] == 0
+
+
+def test_histograms_skip_non_finite_values():
+    method = build_method("Triplet")
+    labels = torch.arange(4).repeat_interleave(3)
+    emb = torch.randn(12, 8)
+    emb[0] = float("nan")
+    method(emb, labels)
+    deltas = method.epoch_histograms()["delta"][1]
+    geom_total = 12 * 2 * 9
+    # rows/columns touching image 0 are NaN: anchor 0 (2 pairs × 9), pairs (1,0),(2,0) (2 × 9),
+    # and image 0 as the negative of the other 18 positive pairs
+    assert deltas.sum() == geom_total - 2 * 9 - 2 * 9 - 18

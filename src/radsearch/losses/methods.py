@@ -87,10 +87,13 @@ def _histogram(values: torch.Tensor, value_range: tuple[float, float],
     Detached logging data, counted with numpy: torch's CPU bincount is several times slower.
     """
     low, high = value_range
-    bins = ((values.detach().cpu().numpy() - low) * (HISTOGRAM_BINS / (high - low))).astype(np.intp)
-    np.clip(bins, 0, HISTOGRAM_BINS - 1, out=bins)
+    array = values.detach().cpu().numpy()
+    keep = np.isfinite(array)  # a diverging model gives NaN: not counted in any bin
     if mask is not None:
-        bins[~mask.cpu().numpy()] = HISTOGRAM_BINS
+        keep &= mask.cpu().numpy()
+    scaled = (np.where(keep, array, low) - low) * (HISTOGRAM_BINS / (high - low))
+    bins = np.clip(scaled.astype(np.intp), 0, HISTOGRAM_BINS - 1)
+    bins[~keep] = HISTOGRAM_BINS
     return np.bincount(bins.ravel(), minlength=HISTOGRAM_BINS + 1)[:HISTOGRAM_BINS]
 
 
