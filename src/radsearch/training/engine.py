@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from radsearch.cohort import Cohort
+from radsearch.data.seeding import seed_everything
 from radsearch.errors import RadsearchError
 from radsearch.io import atomic_path, write_json
 from radsearch.training.callbacks import RunLogger
@@ -34,12 +34,6 @@ from radsearch.training.embed import (clean_worker_error, embed_cohort, mirror_r
 
 class TrainingDivergedError(RadsearchError):
     """The loss became NaN / infinite; the run stopped and kept its last good checkpoint."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_optimizer(config: Config, model: torch.nn.Module,
