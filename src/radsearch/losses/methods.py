@@ -153,10 +153,10 @@ class Method(nn.Module):
         self.monitor = EpochMonitor()
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.automargin is not None:
-            self.loss.epsilon = self.automargin.epsilon
-            if hasattr(self.loss, "beta"):
-                self.loss.beta = self.automargin.beta
+        if self.automargin is not None:  # margins are constant within an epoch
+            self.loss.epsilon = self.epsilon
+            if self.automargin.k_an is not None:
+                self.loss.beta = self.beta
         if hasattr(self.loss, "from_geometry"):
             geom = batch_geometry(embeddings, labels)
             value = self.loss.from_geometry(geom)
@@ -171,10 +171,16 @@ class Method(nn.Module):
 
     @property
     def epsilon(self) -> float | None:
+        """The triplet margin in force (AutoMargin's when it drives it); None without one."""
+        if self.automargin is not None:
+            return self.automargin.epsilon
         return getattr(self.loss, "epsilon", None)
 
     @property
     def beta(self) -> float | None:
+        """The negative-pair threshold in force; None for losses without one (e.g. Triplet-AM)."""
+        if self.automargin is not None and self.automargin.k_an is not None:
+            return self.automargin.beta
         return getattr(self.loss, "beta", None)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -184,13 +190,8 @@ class Method(nn.Module):
     def epoch_stats(self) -> dict[str, float]:
         """This epoch so far: margins in use, mean Δ, mean negative similarity, mined counts."""
         stats = self.monitor.stats()
-        if self.automargin is not None:
-            stats["epsilon"] = self.automargin.epsilon
-            stats["beta"] = self.automargin.beta if self.automargin.k_an is not None else (
-                self.beta if self.beta is not None else float("nan"))
-        else:
-            stats["epsilon"] = self.epsilon if self.epsilon is not None else float("nan")
-            stats["beta"] = self.beta if self.beta is not None else float("nan")
+        stats["epsilon"] = float("nan") if self.epsilon is None else self.epsilon
+        stats["beta"] = float("nan") if self.beta is None else self.beta
         return stats
 
     def epoch_histograms(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
