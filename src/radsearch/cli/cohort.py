@@ -14,15 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
+from radsearch.cli.console import console, log_handler
 from radsearch.cohort import Cohort
 from radsearch.errors import DataError
 
-console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
-err_console = Console(stderr=True, soft_wrap=True)
 cohort_app = typer.Typer(help="Build, inspect and check cohort manifests (one row per image).",
                          no_args_is_help=True)
 
@@ -59,18 +56,18 @@ def validate_command(
     from radsearch.datasets import missing_images
 
     cohort = Cohort.load(manifest)
-    console.print(f"[green]ok[/]: {cohort.source} is a valid manifest ({len(cohort)} images, "
+    console().print(f"[green]ok[/]: {cohort.source} is a valid manifest ({len(cohort)} images, "
                   f"{cohort.table['subject'].nunique()} subjects).")
     if not check_files:
         return
     missing = missing_images(cohort)
     if not missing:
-        console.print(f"[green]ok[/]: all {len(cohort)} image files exist.")
+        console().print(f"[green]ok[/]: all {len(cohort)} image files exist.")
         return
     paths = cohort.image_paths()
     for row in missing[:show]:
-        err_console.print(f"missing: {paths[row]} (manifest line {row + 2})", highlight=False,
-                          soft_wrap=True)
+        console(stderr=True).print(f"missing: {paths[row]} (manifest line {row + 2})",
+                                   highlight=False)
     raise DataError(f"{cohort.source}: {len(missing)} of {len(cohort)} image file(s) are missing "
                     "or empty. Download them or fix the image paths (relative paths resolve "
                     "against the manifest's folder).")
@@ -190,7 +187,7 @@ def from_dicom_command(
 
     from radsearch.datasets import read_dicom_folder
 
-    with _adapter_log(), Progress(console=err_console, transient=True) as bar:
+    with _adapter_log(), Progress(console=console(stderr=True), transient=True) as bar:
         task = bar.add_task("reading DICOM headers", total=None)
         cohort = read_dicom_folder(
             folder, subject_salt=salt, workers=workers,
@@ -239,7 +236,7 @@ def _save(cohort: Cohort, out: Path, images_given: bool) -> None:
 def _adapter_log() -> Iterator[None]:
     """Show the adapters' warnings (counts of dropped / unmatched rows) on stderr."""
     logger = logging.getLogger("radsearch.datasets")
-    handler = RichHandler(console=err_console, show_time=False, show_path=False)
+    handler = log_handler()
     logger.addHandler(handler)
     previous = logger.level
     logger.setLevel(logging.INFO)
@@ -284,7 +281,7 @@ def print_summary(cohort: Cohort, title: str) -> None:
     rest = [c for c in extra if c not in few]
     if rest:
         table.add_row("other columns", ", ".join(map(str, rest)))
-    console.print(table)
+    console().print(table)
 
 
 def _label(value: object) -> str:

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table as RichTable
 
+from radsearch.cli.console import console
 from radsearch.cohort import Cohort
 from radsearch.errors import ConfigError, DataError
 from radsearch.io import write_json
-
-console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
 
 FORENSIC_COLUMNS = ("mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first", "CMC@5_first")
 DIAGNOSTIC_COLUMNS = ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "P@10", "MRR", "nDCG@10")
@@ -97,12 +95,12 @@ def evaluate_command(
     _print(table, result)
     if json_out is not None:
         write_json(json_out, result.to_dict())
-        console.print(f"wrote {json_out}")
+        console().print(f"wrote {json_out}")
     if table_out is not None:
         from radsearch.evaluation import write_tables
 
         for path in write_tables(result_table(result), table_out):
-            console.print(f"wrote {path}")
+            console().print(f"wrote {path}")
 
 
 def _inputs(run: Path | None, embeddings: list[Path], cohort_path: Path | None
@@ -144,9 +142,7 @@ def _load_array(path: Path, what: str) -> np.ndarray:
 
 
 def _print(table, result) -> None:
-    widths = [max(len(table.header[i]), *(len(r[i]) for r in table.rows)) + 3
-              for i in range(len(table.header))]
-    out = Console(width=max(console.width, sum(widths) + 2))
+    out = console()
     rich_table = RichTable(title=f"{table.title} — gallery {result.n_gallery} images, "
                                  f"{result.n_skipped_queries} queries skipped (no relevant item)")
     for index, name in enumerate(table.header):
@@ -155,8 +151,8 @@ def _print(table, result) -> None:
         rich_table.add_row(*row)
     out.print(rich_table)
     if result.protocol == "forensic":
-        console.print("CMC@k = multi-match (AdaTriplet tables); CMC@k_first = first match.")
+        console().print("CMC@k = multi-match (AdaTriplet tables); CMC@k_first = first match.")
     else:
-        console.print(f"relevance: {result.settings['relevance']}; mAP@k normalisation: "
-                      f"{result.settings['normalisation']}; per-class rows: "
-                      f"{result.settings['per_class_relevance']} relevance.")
+        console().print(f"relevance: {result.settings['relevance']}; mAP@k normalisation: "
+                        f"{result.settings['normalisation']}; per-class rows: "
+                        f"{result.settings['per_class_relevance']} relevance.")

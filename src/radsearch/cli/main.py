@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
-
 from radsearch import __version__
 from radsearch.cli import cohort, evaluate, synth, train
+from radsearch.cli.console import console
 from radsearch.errors import RadsearchError
 
 app = typer.Typer(
@@ -47,12 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         # without standalone mode click returns the code of typer.Exit / ctx.exit instead of raising
         result = app(args=argv, standalone_mode=False)
     except RadsearchError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        Console(stderr=True).print("aborted")
+        console(stderr=True).print("aborted")
         return 130
     except Exception as exc:
         # click usage errors (unknown command, bad option) arrive here in non-standalone mode; typer

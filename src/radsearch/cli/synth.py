@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from radsearch.cli.console import console
 from radsearch.errors import ConfigError
 
 synth_app = typer.Typer(help="Synthetic longitudinal radiograph cohorts (knee and chest phantoms).",
@@ -91,10 +91,10 @@ def sheet(out: Path = typer.Option(Path("docs/images"), "--out", "-o",
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; give a folder for the contact sheets.")
-    console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
+    out_console = console()
     for name, make in (("synth_knee.png", knee_sheet), ("synth_chest.png", chest_sheet)):
         path = make(out / name, seed=seed)
-        console.print(f"wrote {path}")
+        out_console.print(f"wrote {path}")
 
 
 @contextlib.contextmanager
@@ -137,7 +137,7 @@ class _progress:
     def __init__(self, total: int, what: str):
         self.bar = Progress(TextColumn(f"generating {what}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("subjects"), TimeElapsedColumn(), transient=True,
-                            console=Console(stderr=True))
+                            console=console(stderr=True))
         self.total = total
 
     def __enter__(self):
@@ -159,6 +159,6 @@ def _splits(table) -> str:
 
 
 def _done(manifest: Path | None, summary: str) -> None:
-    console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
-    console.print(f"manifest: [bold]{manifest}[/]", highlight=False)
-    console.print(summary, highlight=False)
+    out = console()
+    out.print(f"manifest: [bold]{manifest}[/]", highlight=False)
+    out.print(summary, highlight=False)
