@@ -163,3 +163,15 @@ def test_dataset_pickles_for_spawned_workers():
     a = dataset[3][0]
     torch.manual_seed(5)
     assert torch.equal(clone[3][0], a)
+
+
+def test_images_smaller_than_the_network_input_are_refused_naming_the_file(tmp_path):
+    # issue 8: a 1×1 file was silently upsampled to a flat image
+    cohort = _cohort(n_subjects=2, per_subject=2, root=tmp_path)
+    _write_pngs(cohort, _images(len(cohort)))
+    Image.fromarray(np.zeros((1, 1), dtype=np.uint8)).save(tmp_path / "s1_v0.png")
+    dataset = CohortDataset(cohort, transform=build_transforms("oai", train=False, image_size=32,
+                                                               resize=36))
+    dataset[0]
+    with pytest.raises(ImageReadError, match=r"s1_v0.png: 1×1 pixels.*smaller than the 32"):
+        dataset[2]
