@@ -221,3 +221,16 @@ def test_diagnostic_refuses_missing_columns_and_bad_options():
         evaluate_diagnostic(emb, Cohort(cohort.table.drop(columns=["split"])))
     with pytest.raises(DataError, match="'val'"):
         evaluate_diagnostic(emb, cohort, queries="val")
+
+
+def test_no_relevance_mode_is_offered_that_does_not_do_what_it_says():
+    # issue 8: relevance="jaccard" gave exactly the numbers of "any" (binary overlap > 0); graded
+    # Jaccard relevance lives in nDCG@k only, so the option is refused with that pointer
+    rng = np.random.default_rng(6)
+    cohort = _label_cohort(rng, 30)
+    emb = rng.normal(size=(30, 4))
+    with pytest.raises(ConfigError, match=r"'jaccard'.*nDCG"):
+        evaluate_diagnostic(emb, cohort, relevance="jaccard")
+    any_ = evaluate_diagnostic(emb, cohort, relevance="any").groups["all"]
+    exact = evaluate_diagnostic(emb, cohort, relevance="exact").groups["all"]
+    assert any_["mAP"] != exact["mAP"]

@@ -53,7 +53,8 @@ def evaluate_command(
     database: str = typer.Option("train", "--database", help="Diagnostic: database split."),
     queries: str = typer.Option("test", "--queries", help="Diagnostic: query split."),
     relevance: str = typer.Option("any", "--relevance",
-                                  help="Diagnostic: any | exact | jaccard."),
+                                  help="Diagnostic: any (shared label) | exact (same label set); nDCG@10 "
+                                       "uses graded Jaccard gain."),
     per_class_relevance: str = typer.Option("class", "--per-class-relevance",
                                             help="Diagnostic per-class rows: class | overall."),
     normalisation: str = typer.Option("dscmr", "--normalisation",

@@ -25,7 +25,7 @@ from radsearch.evaluation.metrics import (FORENSIC_CMC_KS, NORMALISATIONS, PerQu
 from radsearch.evaluation.ranking import DEFAULT_MEMORY_MB, identity_ranks, prepare
 
 YEAR_TOLERANCE = 1e-6  # 11.9999999 years (days / 365.25 rounding) still counts as 12
-RELEVANCE_MODES = ("any", "exact", "jaccard")
+RELEVANCE_MODES = ("any", "exact")
 PER_CLASS_RELEVANCE = ("class", "overall")
 TIE_RULE = "pessimistic tie blocks (precision at the end of a tie block, as scikit-learn AP)"
 
@@ -236,16 +236,17 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
     """Diagnostic retrieval: are radiographs with the same findings ranked first?
 
     Database = rows of split ``database``, queries = rows of split ``queries`` (the same split:
-    each query leaves itself out). ``relevance`` for "all": "any" shared label, "exact" label set,
-    or "jaccard" (relevant when overlapping). nDCG@k always uses the Jaccard overlap as graded
-    gain. Per-class rows average over queries carrying the class, with class-conditional
+    each query leaves itself out). ``relevance`` for "all": "any" shared label or "exact" label
+    set (binary, as AP needs); nDCG@k always uses the Jaccard overlap as graded gain. Per-class rows average over queries carrying the class, with class-conditional
     relevance (a database item is relevant iff it has the class) or, with
     ``per_class_relevance="overall"``, the overall relevance. ``logits`` [N, classes] (row i =
     cohort row i) add the label head's top-k accuracy to "all".
     """
     if relevance not in RELEVANCE_MODES:
+        graded = (" (graded Jaccard overlap is the gain of nDCG@k, reported in every result; "
+                  "AP-based metrics need binary relevance)" if relevance == "jaccard" else "")
         raise ConfigError(f"unknown relevance {relevance!r}; use one of "
-                          f"{', '.join(RELEVANCE_MODES)}.")
+                          f"{', '.join(RELEVANCE_MODES)}{graded}.")
     if per_class_relevance not in PER_CLASS_RELEVANCE:
         raise ConfigError(f"unknown per_class_relevance {per_class_relevance!r}; use one of "
                           f"{', '.join(PER_CLASS_RELEVANCE)}.")
