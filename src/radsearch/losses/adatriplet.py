@@ -1,4 +1,4 @@
-"""Triplet and AdaTriplet losses on cosine similarities (adatriplet-spec.md §2).
+"""Triplet and AdaTriplet losses on cosine similarities (docs/losses.md §2).
 
 Two reductions:
 - ``"reference"`` (default; the authors' code, which produced the published tables): the triplet

@@ -3,7 +3,7 @@
 The proxy losses (SoftTriple, ArcFace) get one class per training subject and their proxies are
 trained (returned by ``parameters()``). ``reference_quirks=True`` reproduces the published runs
 instead: ``num_classes`` = number of training images and frozen, randomly initialised proxies
-(adatriplet-spec.md §4). The reference's weighting of per-sample losses by an unrelated miner is not
+(docs/losses.md §4). The reference's weighting of per-sample losses by an unrelated miner is not
 reproduced.
 """
 

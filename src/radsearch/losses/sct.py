@@ -1,4 +1,4 @@
-"""SCT: selectively contrastive triplet loss (adatriplet-spec.md §4).
+"""SCT: selectively contrastive triplet loss (docs/losses.md §4).
 
 Triplets split into hard H = {S_an > S_ap} and easy E = T ∖ H;
 L = mean_E softplus(S_an − S_ap + m) + λ·mean_H S_an. Unlike the reference code (NaN when H or E is

@@ -1,4 +1,4 @@
-"""WAT: triplet loss with a per-triplet adaptive margin (adatriplet-spec.md §4).
+"""WAT: triplet loss with a per-triplet adaptive margin (docs/losses.md §4).
 
 m = (2 − 2Δ)/(4 − k) + k with Δ detached; hinge (m − Δ)₊ over all triplets with Δ ≤ m, averaged
 over the triplets with a positive hinge. Since m − Δ > 0 ⇔ Δ < ε* = (2 + 4k − k²)/(6 − k), its
