@@ -22,3 +22,7 @@ class ConfigError(RadsearchError):
 
 class DataError(RadsearchError):
     """Data are unusable for the requested operation (no positive pairs, empty split, NaN rows...)."""
+
+
+class OutputError(RadsearchError):
+    """An output cannot be written: the folder is full, read-only, missing or not a folder."""

@@ -14,6 +14,7 @@ from radsearch import __version__
 from radsearch.cli import cohort, evaluate, synth, train
 from radsearch.cli.console import console
 from radsearch.errors import RadsearchError
+from radsearch.io import DISK_ERRNOS, describe_output_error
 
 app = typer.Typer(
     name="radsearch",
@@ -47,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, standalone_mode=False)
     except RadsearchError as exc:
         console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        # a library writing on its own (tensorboard, a plot) on a full or read-only folder
+        console(stderr=True).print(f"[bold red]error:[/] "
+                                   f"{describe_output_error(exc.filename or '?', exc)}",
+                                   highlight=False)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
