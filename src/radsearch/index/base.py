@@ -143,6 +143,22 @@ class VectorIndex(ABC):
     def _backend_info(self) -> dict:
         return {}
 
+    @abstractmethod
+    def _backend_ids(self) -> np.ndarray:
+        """Every item id the vector store holds (for ``verify``)."""
+
+    def verify(self) -> list[str]:
+        """Problems found between the metadata and the vector store (empty list: consistent)."""
+        stored = np.sort(self._backend_ids())
+        mine = np.sort(self.ids())
+        if len(stored) != len(mine):
+            return [f"the vector store holds {len(stored)} items, the metadata {len(mine)}; "
+                    "rebuild the index."]
+        if not np.array_equal(stored, mine):
+            return ["the vector store and the metadata hold different item ids; rebuild the "
+                    "index."]
+        return []
+
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:

@@ -212,6 +212,9 @@ class FaissIndex(VectorIndex):
         top_ids[~np.isfinite(top_scores)] = -1
         return Neighbours(top_ids, top_scores)
 
+    def _backend_ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self.exact.id_map).astype(np.int64)
+
     def _backend_info(self) -> dict:
         out = {"factory": self.factory or "Flat (exact)"}
         if self.ann is not None:
