@@ -14,6 +14,7 @@ from rich.console import Console
 
 from radsearch import __version__
 from radsearch.cli import cohort, evaluate, synth, train
+from radsearch.cli import mmdl
 from radsearch.errors import RadsearchError
 
 app = typer.Typer(
@@ -37,7 +38,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """radsearch command line."""
 
 
-for module in (cohort, synth, evaluate, train):
+for module in (cohort, synth, evaluate, train, mmdl):
     module.register(app)
 
 
