@@ -160,3 +160,25 @@ def test_parquet_positions_are_rows_not_lines(tmp_path):
                   "time": ["0", "soon"]}).to_parquet(tmp_path / "m.parquet")
     with pytest.raises(ManifestError, match=r"m.parquet, row 1, column 'time'"):
         Cohort.load(tmp_path / "m.parquet")
+
+
+def test_clear_cohort_folder_refuses_or_removes_only_the_listed_images(tmp_path):
+    # issue 8: the overwrite rule lived only in `radsearch synth`
+    from radsearch.cohort import clear_cohort_folder
+    from radsearch.errors import ConfigError
+
+    out = tmp_path / "cohort"
+    clear_cohort_folder(out, overwrite=False)  # missing or empty: nothing to do
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "1.png").write_bytes(b"x")
+    (out / "notes.txt").write_text("mine")
+    _write(out / "manifest.csv", "image,subject,time\na/1.png,P1,0\n../outside.png,P1,1\n")
+    (tmp_path / "outside.png").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not empty.*--overwrite"):
+        clear_cohort_folder(out, overwrite=False)
+    clear_cohort_folder(out, overwrite=True)
+    assert sorted(p.name for p in out.rglob("*")) == ["a", "notes.txt"]
+    assert (tmp_path / "outside.png").exists()  # never outside the folder
+    _write(tmp_path / "file", "x")
+    with pytest.raises(ConfigError, match="is a file"):
+        clear_cohort_folder(tmp_path / "file", overwrite=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radsearch.errors import ManifestError
+from radsearch.errors import ConfigError, ManifestError
 from radsearch.io import atomic_path
 
 REQUIRED_COLUMNS = ("image", "subject", "time")
@@ -208,6 +208,34 @@ class Cohort:
         if self.has("report"):
             out["with_report"] = int((t["report"] != "").sum())
         return out
+
+
+def clear_cohort_folder(out: str | os.PathLike, overwrite: bool,
+                        manifest_name: str = "manifest.csv") -> None:
+    """Make ``out`` ready for a new cohort: refuse to mix two cohorts in one folder.
+
+    A missing or empty folder is fine. Otherwise ``overwrite`` is required, and then only the
+    images its manifest lists (inside the folder) and the manifest are removed — never other
+    files, never anything outside it.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder (it is created if missing).")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(f"--out {out}: the folder is not empty; choose a new folder, or pass "
+                          "--overwrite to replace the cohort there (only the images listed in its "
+                          f"{manifest_name} are removed).")
+    manifest = out / manifest_name
+    if manifest.is_file():
+        old = Cohort.load(manifest)
+        inside = np.ones(len(old), dtype=bool)
+        inside[old.outside_root()] = False
+        for path, keep in zip(old.image_paths(), inside):
+            if keep and path.is_file():
+                path.unlink()
+        manifest.unlink()
 
 
 # ---------------------------------------------------------------- validation

@@ -213,9 +213,8 @@ def _dicom_to_unit(ds, path: Path) -> np.ndarray:
             stored = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 — missing decoder plugin, truncated pixel data...
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        hint = (f" (transfer syntax {syntax.name}; JPEG 2000 needs pylibjpeg and "
-                "pylibjpeg-openjpeg)" if syntax is not None else "")
-        raise ImageReadError(f"{path}: cannot decode DICOM pixel data{hint}: {exc}") from exc
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data"
+                             f"{_decoder_cause(syntax, exc)}") from exc
 
     low, high = _modality_range(ds)
     values = apply_modality_lut(stored, ds)
@@ -235,6 +234,28 @@ def _dicom_to_unit(ds, path: Path) -> np.ndarray:
     if photometric == "MONOCHROME1":  # minimum value shown white: invert so 1 is always white
         unit = 1.0 - unit
     return unit.astype(np.float32)
+
+
+def _decoder_cause(syntax, exc: Exception) -> str:
+    """One line: the transfer syntax, what went wrong and the decoder package it needs.
+
+    pydicom lists every plugin's complaint over several lines ("SIZ marker length must be at
+    least 38"); inside a DataLoader worker only that text used to reach the user.
+    """
+    from pydicom import uid
+
+    text = " ".join(str(exc).split())
+    if syntax is None:
+        return f": {text}"
+    needs = ("pylibjpeg + pylibjpeg-openjpeg" if syntax in uid.JPEG2000TransferSyntaxes else
+             "pylibjpeg + pylibjpeg-libjpeg (or pyjpegls)" if syntax in uid.JPEGLSTransferSyntaxes
+             else "pylibjpeg + pylibjpeg-libjpeg (or Pillow)" if syntax in uid.JPEGTransferSyntaxes
+             else "pylibjpeg + pylibjpeg-rle" if syntax in uid.RLETransferSyntaxes else None)
+    if "missing dependencies" in text or "no pixel data handler" in text.lower():
+        install = f"install {needs}" if needs else "no installed decoder supports it"
+        return f" ({syntax.name}): no decoder installed; {install}. ({text})"
+    return (f" ({syntax.name}): the compressed pixel data are corrupt or truncated; re-export the "
+            f"file. Decoder said: {text}")
 
 
 def _modality_range(ds) -> tuple[float, float]:

@@ -234,3 +234,20 @@ def test_no_relevance_mode_is_offered_that_does_not_do_what_it_says():
     any_ = evaluate_diagnostic(emb, cohort, relevance="any").groups["all"]
     exact = evaluate_diagnostic(emb, cohort, relevance="exact").groups["all"]
     assert any_["mAP"] != exact["mAP"]
+
+
+def test_forensic_split_option_equals_evaluating_the_subset():
+    # issue 8: split filtering lived only in the CLI
+    rng = np.random.default_rng(11)
+    rows = [{"image": f"{s}_{y}.png", "subject": f"S{s}", "time": float(y),
+             "split": "test" if s % 2 else "train"} for s in range(12) for y in range(3)]
+    cohort = Cohort(pd.DataFrame(rows))
+    emb = rng.normal(size=(len(rows), 6))
+    mask = (cohort.table["split"] == "test").to_numpy()
+    expected = evaluate_forensic(emb[mask], cohort.subset(mask))
+    got = evaluate_forensic(emb, cohort, split="test")
+    assert got.groups == expected.groups
+    assert got.settings["split"] == "test"
+    assert list(got.query_rows) == list(np.flatnonzero(mask)[expected.query_rows])
+    with pytest.raises(DataError, match="split 'val' has no rows"):
+        evaluate_forensic(emb, cohort, split="val")

@@ -69,16 +69,8 @@ def evaluate_command(
         raise ConfigError(f"--protocol {protocol!r}: use forensic or diagnostic.")
     arrays, cohort = _inputs(run, embeddings, cohort_path)
     if protocol == "forensic":
-        if split is not None:
-            if not cohort.has("split"):
-                raise ConfigError(f"{cohort.source}: no 'split' column, cannot use --split.")
-            mask = (cohort.table["split"] == split).to_numpy()
-            if not mask.any():
-                raise DataError(f"{cohort.source}: split {split!r} has no rows.")
-            arrays = [a[mask] for a in arrays]
-            cohort = cohort.subset(mask)
         result = evaluate_forensic(arrays if len(arrays) > 1 else arrays[0], cohort,
-                                   leave_one_out=leave_one_out, view=view,
+                                   leave_one_out=leave_one_out, view=view, split=split,
                                    year_bands=[b.strip() for b in bands.split(",") if b.strip()]
                                    if bands else None, at_least=at_least or None)
         columns = FORENSIC_COLUMNS

@@ -111,24 +111,9 @@ def _flag_names() -> Iterator[None]:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Refuse to mix two cohorts in one folder; ``--overwrite`` removes the old cohort's images."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file; give a folder (it is created if missing).")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    manifest = out / "manifest.csv"
-    if not overwrite:
-        raise ConfigError(f"--out {out}: the folder is not empty; choose a new folder, or pass "
-                          "--overwrite to replace the cohort there (only the images listed in its "
-                          "manifest.csv are removed).")
-    if manifest.is_file():
-        from radsearch.cohort import Cohort
+    from radsearch.cohort import clear_cohort_folder
 
-        root = out.resolve()
-        for path in Cohort.load(manifest).image_paths():
-            path = path.resolve()
-            if path.is_relative_to(root) and path.is_file():
-                path.unlink()
-        manifest.unlink()
+    clear_cohort_folder(out, overwrite)
 
 
 class _progress:

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from radsearch.cohort import Cohort
-from radsearch.errors import ConfigError
 from radsearch.images import check_image
+from radsearch.validation import check_count
 
 Progress = Callable[[int, int], None]
 
@@ -38,8 +38,7 @@ def unreadable_images(cohort: Cohort, workers: int = 4, full: bool = False,
     ``full=True`` decodes every pixel with :func:`radsearch.images.read_image` (what training
     does; slower); the default checks headers and structure only.
     """
-    if workers < 1:
-        raise ConfigError(f"workers={workers}: need at least 1 thread.")
+    check_count(workers, 1, "workers")
     paths = cohort.image_paths()
     problems: list[tuple[int, str]] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:

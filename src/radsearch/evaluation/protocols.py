@@ -126,6 +126,15 @@ def _restrict_view(cohort: Cohort, view: str | None) -> np.ndarray:
     return rows
 
 
+def _split_rows(cohort: Cohort, split: str) -> np.ndarray:
+    if not cohort.has("split"):
+        raise ConfigError(f"{cohort.source}: no 'split' column, cannot select split {split!r}.")
+    rows = np.flatnonzero((cohort.table["split"] == split).to_numpy())
+    if not len(rows):
+        raise DataError(f"{cohort.source}: split {split!r} has no rows.")
+    return rows
+
+
 def _parse_bands(year_bands: Sequence[tuple[int, int] | str] | None) -> list[tuple[int, int]]:
     bands = []
     for band in year_bands or ():
@@ -157,7 +166,7 @@ def _group_summaries(per_query: PerQueryMetrics, years: np.ndarray,
 
 # ---------------------------------------------------------------------------------- forensic
 def evaluate_forensic(embeddings: Embeddings, cohort: Cohort, *, leave_one_out: bool = False,
-                      view: str | None = None,
+                      view: str | None = None, split: str | None = None,
                       year_bands: Sequence[tuple[int, int] | str] | None = None,
                       at_least: int | Sequence[int] | None = None,
                       cmc_ks: Sequence[int] = FORENSIC_CMC_KS,
@@ -169,9 +178,18 @@ def evaluate_forensic(embeddings: Embeddings, cohort: Cohort, *, leave_one_out: 
     apart, grouped by years apart. ``leave_one_out``: query = gallery = the whole cohort (a
     validation fold), and a query ignores its subject's images of the same year (and view).
     ``view`` keeps only that view; ``year_bands`` (e.g. ["4-5", "6-8"]) and ``at_least`` (N →
-    group ">=N") add pooled groups. Groups "0" (leave-one-out only), "1", …, and "all".
+    group ">=N") add pooled groups. ``split`` evaluates only that split's rows (``query_rows``
+    still index the whole cohort). Groups "0" (leave-one-out only), "1", …, and "all".
     """
     vectors = embedding_matrix(embeddings, len(cohort))
+    if split is not None:
+        keep = _split_rows(cohort, split)
+        result = evaluate_forensic(vectors[torch.from_numpy(keep)], cohort.subset(keep),
+                                   leave_one_out=leave_one_out, view=view, year_bands=year_bands,
+                                   at_least=at_least, cmc_ks=cmc_ks, memory_mb=memory_mb)
+        result.settings["split"] = split
+        result.query_rows = keep[result.query_rows]
+        return result
     all_years = years_apart(cohort)  # relative to the subject's first image in any view
     rows = _restrict_view(cohort, view)
     sub = cohort.subset(rows) if len(rows) != len(cohort) else cohort

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from radsearch.losses.geometry import GeometryLoss, TripletGeometry
-from radsearch.losses.validation import check_at_least, check_beta, check_choice, check_epsilon
+from radsearch.validation import check_at_least, check_beta, check_choice, check_epsilon
 
 TRIPLET_SELECTIONS = ("semihard", "all", "hard")
 REDUCTIONS = ("reference", "paper")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from radsearch.losses.geometry import GeometryLoss, TripletGeometry
-from radsearch.losses.validation import check_at_least
+from radsearch.validation import check_at_least
 
 
 class SCTLoss(GeometryLoss):

@@ -11,7 +11,7 @@ import torch
 
 from radsearch.errors import ConfigError
 from radsearch.losses.geometry import GeometryLoss, TripletGeometry
-from radsearch.losses.validation import check_at_least
+from radsearch.validation import check_at_least
 
 
 def equivalent_margin(k: float) -> float:
