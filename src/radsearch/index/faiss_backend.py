@@ -55,6 +55,16 @@ def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return out_ids, out_scores
 
 
+def new_ann(dim: int, factory: str):
+    """The approximate faiss index of a factory string (inner-product metric)."""
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1]
+        raise ConfigError(f"--factory {factory!r}: faiss cannot build it ({reason}); see the "
+                          "faiss wiki 'The index factory' for valid strings.") from None
+
+
 class FaissIndex(VectorIndex):
     backend = "faiss"
 
@@ -81,12 +91,7 @@ class FaissIndex(VectorIndex):
                 self.ann = self._new_ann()
 
     def _new_ann(self):
-        try:
-            return faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise ConfigError(f"--factory {self.factory!r}: faiss cannot build it "
-                              f"({str(exc).strip().splitlines()[-1]}); see the faiss wiki "
-                              "'The index factory' for valid strings.") from None
+        return new_ann(self.dim, self.factory)
 
     # ------------------------------------------------------------------ writes
     def _add_vectors(self, ids, vectors, table) -> None:
