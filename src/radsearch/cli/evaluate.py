@@ -61,14 +61,26 @@ def evaluate_command(
                                       help="Diagnostic mAP@k: dscmr | ath | textbook."),
     logits: Path | None = typer.Option(None, "--logits", help="Diagnostic: label-head logits "
                                                               ".npy [N, classes] for Acc@1/5."),
+    det: Path | None = typer.Option(None, "--det", help="Open-set: write the DET curve PNG."),
+    rerank: str = typer.Option("none", "--rerank", help="Forensic/open-set: none, qe or dba."),
 ) -> None:
     """Evaluate embeddings under the forensic or diagnostic protocol and print the table."""
     from radsearch.evaluation import evaluate_diagnostic, evaluate_forensic, result_table
+    from radsearch.evaluation.protocols import split_rows
 
-    if protocol not in ("forensic", "diagnostic"):
-        raise ConfigError(f"--protocol {protocol!r}: use forensic or diagnostic.")
+    if protocol not in ("forensic", "diagnostic", "open-set"):
+        raise ConfigError(f"--protocol {protocol!r}: use forensic, diagnostic or open-set.")
     arrays, cohort = _inputs(run, embeddings, cohort_path)
+    if protocol == "open-set":  # owned by the search stage (radsearch.cli.search)
+        from radsearch.cli.search import open_set_evaluation
+        return open_set_evaluation(arrays, cohort, json_out, det, rerank)
     if protocol == "forensic":
+        if rerank != "none":
+            if split is not None:  # re-rank inside the evaluated split, the gallery the protocol sees
+                rows = split_rows(cohort, split)
+                arrays, cohort, split = [x[rows] for x in arrays], cohort.subset(rows), None
+            from radsearch.cli.search import rerank_for_evaluation
+            arrays = rerank_for_evaluation(arrays, cohort, rerank)
         result = evaluate_forensic(arrays if len(arrays) > 1 else arrays[0], cohort,
                                    leave_one_out=leave_one_out, view=view, split=split,
                                    year_bands=[b.strip() for b in bands.split(",") if b.strip()]

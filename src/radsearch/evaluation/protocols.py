@@ -126,7 +126,7 @@ def _restrict_view(cohort: Cohort, view: str | None) -> np.ndarray:
     return rows
 
 
-def _split_rows(cohort: Cohort, split: str) -> np.ndarray:
+def split_rows(cohort: Cohort, split: str) -> np.ndarray:
     if not cohort.has("split"):
         raise ConfigError(f"{cohort.source}: no 'split' column, cannot select split {split!r}.")
     rows = np.flatnonzero((cohort.table["split"] == split).to_numpy())
@@ -183,7 +183,7 @@ def evaluate_forensic(embeddings: Embeddings, cohort: Cohort, *, leave_one_out: 
     """
     vectors = embedding_matrix(embeddings, len(cohort))
     if split is not None:
-        keep = _split_rows(cohort, split)
+        keep = split_rows(cohort, split)
         result = evaluate_forensic(vectors[torch.from_numpy(keep)], cohort.subset(keep),
                                    leave_one_out=leave_one_out, view=view, year_bands=year_bands,
                                    at_least=at_least, cmc_ks=cmc_ks, memory_mb=memory_mb)

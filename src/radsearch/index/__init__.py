@@ -41,6 +41,9 @@ def create_index(path: str | os.PathLike, dim: int, fingerprint: dict | None = N
     """A new, empty, writable index folder (commit 1). An existing index is an error."""
     path = Path(path)
     cls = _backend_class(backend)
+    if backend == "faiss" and factory:
+        from radsearch.index.faiss_backend import new_ann
+        new_ann(dim, factory)   # refuse a bad factory string before creating anything
     if (path / "header.json").exists():
         raise IndexFolderError(f"{path}: an index already exists there; open it, or choose "
                                "another --out.")

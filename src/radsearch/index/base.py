@@ -91,7 +91,9 @@ def items_table(items: pd.DataFrame | list[dict] | None, n: int) -> pd.DataFrame
             raise DataError("items need an 'id', a 'key' or an 'image' path to identify them.")
         table["id"] = [item_id(k) for k in table["key"]]
     table["id"] = table["id"].astype(np.int64)
-    table["time"] = pd.to_numeric(table.get("time", np.nan), errors="coerce").astype(np.float64)
+    if "time" not in table:
+        table["time"] = np.nan
+    table["time"] = pd.to_numeric(table["time"], errors="coerce").astype(np.float64)
     if table["id"].duplicated().any():
         dup = table.loc[table["id"].duplicated(), "key"].iloc[0]
         raise DataError(f"item {dup!r} appears twice in one batch; give each item once.")

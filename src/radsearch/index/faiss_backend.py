@@ -27,6 +27,7 @@ from radsearch.index.filters import Filter, combined_mask
 
 GATHER_FRACTION = 0.25   # filters passing ≤ this share of items are scored by gathering them
 REBUILD_TOMBSTONES = 0.2
+EF_SEARCH = 128          # HNSW candidate list at search time (recall vs speed)
 
 
 def _write_faiss(index, path: Path) -> None:
@@ -55,6 +56,16 @@ def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return out_ids, out_scores
 
 
+def new_ann(dim: int, factory: str):
+    """The approximate faiss index of a factory string (inner-product metric)."""
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1]
+        raise ConfigError(f"--factory {factory!r}: faiss cannot build it ({reason}); see the "
+                          "faiss wiki 'The index factory' for valid strings.") from None
+
+
 class FaissIndex(VectorIndex):
     backend = "faiss"
 
@@ -67,6 +78,7 @@ class FaissIndex(VectorIndex):
             faiss.IndexIDMap2(faiss.IndexFlatIP(d))
         self.factory = header.get("factory")
         self.refine = int(header.get("refine", 4))
+        self.ef_search = int(header.get("ef_search", EF_SEARCH))
         self.ann = None
         self.ann_ids = np.zeros(0, np.int64)
         self.alive = np.zeros(0, bool)
@@ -81,12 +93,7 @@ class FaissIndex(VectorIndex):
                 self.ann = self._new_ann()
 
     def _new_ann(self):
-        try:
-            return faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise ConfigError(f"--factory {self.factory!r}: faiss cannot build it "
-                              f"({str(exc).strip().splitlines()[-1]}); see the faiss wiki "
-                              "'The index factory' for valid strings.") from None
+        return new_ann(self.dim, self.factory)
 
     # ------------------------------------------------------------------ writes
     def _add_vectors(self, ids, vectors, table) -> None:
@@ -182,8 +189,8 @@ class FaissIndex(VectorIndex):
     def _ann_params(self, selector, shortlist: int):
         inner = self.ann
         if isinstance(inner, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(sel=selector,
-                                              efSearch=max(inner.hnsw.efSearch, shortlist))
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search,
+                                                                         shortlist))
         try:
             ivf = faiss.extract_index_ivf(inner)
         except RuntimeError:
