@@ -23,10 +23,12 @@ from radsearch.errors import ConfigError, DataError
 from radsearch.evaluation.metrics import (FORENSIC_CMC_KS, NORMALISATIONS, PerQueryMetrics,
                                           classification_accuracy, dense_retrieval, query_metrics)
 from radsearch.evaluation.ranking import DEFAULT_MEMORY_MB, identity_ranks, prepare
+from radsearch.evaluation.streaming import LabelGains, streamed_retrieval
 
 YEAR_TOLERANCE = 1e-6  # 11.9999999 years (days / 365.25 rounding) still counts as 12
 RELEVANCE_MODES = ("any", "exact")
 PER_CLASS_RELEVANCE = ("class", "overall")
+ENGINES = ("stream", "sort")  # streamed (default) or the row-sorting reference
 TIE_RULE = "pessimistic tie blocks (precision at the end of a tie block, as scikit-learn AP)"
 
 Embeddings = np.ndarray | torch.Tensor | Sequence[np.ndarray]
@@ -250,7 +252,8 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
                         ks: Sequence[int] = (1, 5, 10, 20), normalisation: str = "dscmr",
                         ndcg_ks: Sequence[int] = (10,), logits: np.ndarray | None = None,
                         view: str | None = None,
-                        memory_mb: float = DEFAULT_MEMORY_MB) -> RetrievalResult:
+                        memory_mb: float = DEFAULT_MEMORY_MB,
+                        engine: str = "stream") -> RetrievalResult:
     """Diagnostic retrieval: are radiographs with the same findings ranked first?
 
     Database = rows of split ``database``, queries = rows of split ``queries`` (the same split:
@@ -258,7 +261,8 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
     set (binary, as AP needs); nDCG@k always uses the Jaccard overlap as graded gain. Per-class rows average over queries carrying the class, with class-conditional
     relevance (a database item is relevant iff it has the class) or, with
     ``per_class_relevance="overall"``, the overall relevance. ``logits`` [N, classes] (row i =
-    cohort row i) add the label head's top-k accuracy to "all".
+    cohort row i) add the label head's top-k accuracy to "all". ``engine="sort"`` runs the
+    row-sorting reference implementation instead of the streamed one (same results, slower).
     """
     if relevance not in RELEVANCE_MODES:
         graded = (" (graded Jaccard overlap is the gain of nDCG@k, reported in every result; "
@@ -271,6 +275,8 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
     if normalisation not in NORMALISATIONS:
         raise ConfigError(f"unknown mAP@k normalisation {normalisation!r}; use one of "
                           f"{', '.join(NORMALISATIONS)}.")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}.")
     vectors = embedding_matrix(embeddings, len(cohort))
     labels, class_names = cohort.label_matrix(classes)
     if not cohort.has("split"):
@@ -319,10 +325,16 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
         union = size_q[start:stop, None] + size_db[None, :] - common
         return torch.where(union > 0, common / union.clamp(min=1), torch.zeros(())).numpy()
 
-    per_name = dense_retrieval(
-        vectors[torch.from_numpy(q_rows)], vectors[torch.from_numpy(db_rows)], relevance_of,
-        jaccard, ndcg_ks=ndcg_ks, query_in_gallery=self_index, cmc_ks=(1, 5),
-        precision_ks=ks, map_ks=ks, normalisation=normalisation, memory_mb=memory_mb)
+    options = dict(ndcg_ks=ndcg_ks, query_in_gallery=self_index, cmc_ks=(1, 5),
+                   precision_ks=ks, map_ks=ks, normalisation=normalisation, memory_mb=memory_mb)
+    if engine == "stream":
+        per_name = streamed_retrieval(vectors[torch.from_numpy(q_rows)],
+                                      vectors[torch.from_numpy(db_rows)], relevance_of,
+                                      LabelGains(label_q, label_db, self_index), **options)
+    else:
+        per_name = dense_retrieval(vectors[torch.from_numpy(q_rows)],
+                                   vectors[torch.from_numpy(db_rows)], relevance_of, jaccard,
+                                   **options)
     overall_metrics = per_name["all"]
     groups: dict[str, dict[str, float]] = {}
     for c, name in enumerate(class_names):
