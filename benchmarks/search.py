@@ -79,8 +79,58 @@ print(json.dumps([before, max(peak, rss())]))
     return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def rerank_study(run: Path, record_it: bool) -> None:
+    """Re-ranking per years apart on a run's test split: gallery = first visits in an index with a
+    20-NN graph, queries = later visits; top-1 subject correct (CMC@1, first match) and mAP of the
+    top-10 subject list, for every --rerank method."""
+    import torch
+
+    from radsearch.cohort import Cohort
+    from radsearch.evaluation.protocols import years_apart
+    from radsearch.index import build_index, open_index
+    from radsearch.search import Searcher
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
+    test = Cohort.load(run / "cohort.csv").split("test")
+    test.save(tmp / "test.csv")
+    build_index(run, tmp / "test.csv", tmp / "ix", only=["time=0"], progress=False, device="cpu")
+    with open_index(tmp / "ix", writable=True) as index:
+        index.build_graph(20)
+    years = years_apart(test)
+    probes = np.flatnonzero(years >= 1)
+    searcher = Searcher(tmp / "ix", run, device="cpu")
+    vectors = searcher.embedder.embed_cohort(test.subset(probes))
+    truth = test.table["subject"].to_numpy()[probes]
+    table = {}
+    for method in ("none", "qe", "dba", "k-reciprocal"):
+        results = searcher.search_vectors(vectors, 10, by="subject", rerank=method)
+        top1 = np.array([r.hits[0].subject == t for r, t in zip(results, truth)])
+        rr = np.array([next((1 / h.rank for h in r.hits if h.subject == t), 0.0)
+                       for r, t in zip(results, truth)])
+        table[method] = (top1, rr)
+    groups = [str(y) for y in np.unique(years[probes])] + ["all"]
+    lines = ["| years apart | n | " + " | ".join(f"CMC@1 {m}" for m in table) + " | " +
+             " | ".join(f"MRR@10 {m}" for m in table) + " |",
+             "|---" * (2 + 2 * len(table)) + "|"]
+    for g in groups:
+        rows = np.ones(len(probes), bool) if g == "all" else years[probes] == int(g)
+        lines.append(f"| {g} | {int(rows.sum())} | " +
+                     " | ".join(f"{t[rows].mean():.3f}" for t, _ in table.values()) + " | " +
+                     " | ".join(f"{r[rows].mean():.3f}" for _, r in table.values()) + " |")
+    body = (f"Run `{run}` (test split: {len(probes)} later-visit queries against the "
+            f"{int((years == 0).sum())} first visits), `radsearch search --by subject --rerank "
+            "METHOD`, shortlist 100, 20-NN gallery graph.\n\n" + "\n".join(lines))
+    print(body)
+    if record_it:
+        record("search-rerank", "Search: re-ranking per years apart (synthetic knees)",
+               "python -m benchmarks.search --rerank-run " + str(run), body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--rerank-run", type=Path, default=None,
+                        help="Only the re-ranking study on this run's test split.")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--hnsw-n", type=int, default=200_000)
     parser.add_argument("--milvus-n", type=int, default=20_000)
@@ -90,6 +140,8 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
+    if args.rerank_run is not None:
+        return rerank_study(args.rerank_run, not args.no_record)
     from radsearch.index import create_index, open_index
 
     rows = []

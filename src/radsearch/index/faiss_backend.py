@@ -32,7 +32,11 @@ EF_SEARCH = 128          # HNSW candidate list at search time (recall vs speed)
 
 def _write_faiss(index, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(index, str(tmp))
+    try:
+        faiss.write_index(index, str(tmp))
+    except RuntimeError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"faiss could not write {path.name}") from exc
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
