@@ -14,6 +14,7 @@ from rich.console import Console
 
 from radsearch import __version__
 from radsearch.cli import cohort, evaluate, synth, train
+from radsearch.cli import serve
 from radsearch.errors import RadsearchError
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 for module in (cohort, synth, evaluate, train):
     module.register(app)
+serve.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
