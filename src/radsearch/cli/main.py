@@ -14,6 +14,7 @@ from rich.console import Console
 
 from radsearch import __version__
 from radsearch.cli import cohort, evaluate, synth, train
+from radsearch.cli import index as index_cli, search as search_cli
 from radsearch.cli import serve
 from radsearch.errors import RadsearchError
 
@@ -38,7 +39,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """radsearch command line."""
 
 
-for module in (cohort, synth, evaluate, train):
+for module in (cohort, synth, evaluate, train, index_cli, search_cli):
     module.register(app)
 serve.register(app)
 

@@ -1,0 +1,21 @@
+"""Search an index with query images: by image or by subject, filters, re-ranking, open set.
+
+::
+
+    from radsearch.search import Searcher
+    searcher = Searcher("knees.index", "runs/AdaTriplet-AM-s0")
+    for result in searcher.search(["query.png"], k=10, by="subject"):
+        print(result.decision, [(h.rank, h.subject, h.score, h.log10_lr) for h in result.hits])
+"""
+
+from radsearch.search.results import Decision, Hit, SearchResult
+
+
+def __getattr__(name):  # lazy: radsearch.index.calibration imports search.results
+    if name in ("Searcher", "load_embedder"):
+        from radsearch.search import embedder, searcher
+        return getattr(searcher if name == "Searcher" else embedder, name)
+    raise AttributeError(name)
+
+
+__all__ = ["Decision", "Hit", "SearchResult", "Searcher", "load_embedder"]

@@ -1,0 +1,162 @@
+"""FaissIndex specifics: approximate factories with exact re-scoring and tombstones, corruption,
+fingerprints, the writer lock, and `kill -9` during writes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from radsearch.errors import ConfigError
+from radsearch.index import (FingerprintMismatchError, IndexFolderError, IndexLockedError,
+                             create_index, open_index)
+
+from index_helpers import brute_force, random_items
+
+
+def clustered(n, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, dim))
+    return (centres[rng.integers(0, 20, n)] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def test_hnsw_shortlist_is_rescored_exactly_and_recalls_the_exact_top10(tmp_path):
+    vectors = clustered(2000)
+    _, items = random_items(2000, dim=16)
+    index = create_index(tmp_path / "hnsw", 16, factory="HNSW16")
+    ids = index.add(vectors, items)
+    queries = vectors[:50] + 0.3 * np.random.default_rng(1).normal(size=(50, 16)).astype("f4")
+    found = index.search(queries, 10)
+    ref_ids, ref_scores = brute_force(vectors, ids, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.ids, ref_ids)])
+    assert recall >= 0.95
+    # scores are exact cosines of the returned items (re-scored from the store of record)
+    exact = np.einsum("qd,qkd->qk", queries / np.linalg.norm(queries, axis=1, keepdims=True),
+                      index.get_vectors(found.ids.ravel()).reshape(50, 10, 16))
+    np.testing.assert_allclose(found.scores, exact, atol=1e-5)
+    assert (np.diff(found.scores, axis=1) <= 1e-7).all()
+
+
+def test_hnsw_tombstones_hide_removed_items_and_compact_drops_them(tmp_path):
+    vectors = clustered(500)
+    _, items = random_items(500, dim=16)
+    index = create_index(tmp_path / "hnsw", 16, factory="HNSW16")
+    ids = index.add(vectors, items)
+    index.remove(ids[:150])
+    assert index.info()["tombstones"] == 150 and index.info()["rebuild_advised"]
+    found = index.search(vectors[:150], 10)
+    assert not np.isin(found.ids, ids[:150]).any()
+    index.upsert(vectors[:1], [dict(items[200], subject="MOVED")])   # same id, new vector
+    top = index.search(vectors[:1], 1)
+    assert top.ids[0, 0] == ids[200] and top.scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    index.compact()
+    assert index.info()["tombstones"] == 0
+    index.commit()
+    again = open_index(index.path)
+    assert (again.search(vectors[300:310], 5).ids == index.search(vectors[300:310], 5).ids).all()
+    index.close()
+
+
+def test_hnsw_filters_never_return_fewer_than_k_when_k_match(tmp_path):
+    vectors = clustered(3000)
+    _, items = random_items(3000, dim=16, subjects=300)
+    index = create_index(tmp_path / "hnsw", 16, factory="HNSW8")
+    ids = index.add(vectors, items)
+    queries = vectors[:20] + 0.3 * np.random.default_rng(3).normal(size=(20, 16)).astype("f4")
+    subjects = np.array([it["subject"] for it in items])
+    for filters, mask in ((["subject!=S0"], subjects != "S0"),
+                          (["view=LAT", "time>=2"], np.array(
+                              [it["view"] == "LAT" and it["time"] >= 2 for it in items]))):
+        found = index.search(queries, 10, filters)
+        assert ((found.ids >= 0).sum(axis=1) == 10).all()
+        assert np.isin(found.ids, ids[mask]).all()
+
+
+def test_bad_factory_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="could not parse") as info:
+        create_index(tmp_path / "bad", 8, factory="NotAnIndex12")
+    assert "\n" not in str(info.value) and not (tmp_path / "bad").exists()
+
+
+def _small_index(path):
+    index = create_index(path, 8, {"checkpoint_sha256": "aaa", "image_size": 64})
+    vectors, items = random_items(20)
+    index.add(vectors, items)
+    index.close()
+    return vectors
+
+
+def test_corrupted_or_truncated_files_are_detected_on_open(tmp_path):
+    _small_index(tmp_path / "ix")
+    header = json.loads((tmp_path / "ix" / "header.json").read_text())
+    vec = tmp_path / "ix" / next(n for n in header["files"] if n.startswith("vectors-"))
+    data = bytearray(vec.read_bytes())
+    data[-5] ^= 0xFF
+    vec.write_bytes(bytes(data))
+    with pytest.raises(IndexFolderError, match="sha256 differs"):
+        open_index(tmp_path / "ix")
+    vec.write_bytes(bytes(data[:-100]))
+    with pytest.raises(IndexFolderError, match="truncated"):
+        open_index(tmp_path / "ix", verify=False)
+    (tmp_path / "ix" / "header.json").write_text('{"format_version": 1, "back')
+    with pytest.raises(IndexFolderError, match="unreadable or truncated"):
+        open_index(tmp_path / "ix")
+    with pytest.raises(IndexFolderError, match="not found"):
+        open_index(tmp_path / "nothing")
+
+
+def test_other_model_or_preprocessing_is_refused(tmp_path):
+    _small_index(tmp_path / "ix")
+    index = open_index(tmp_path / "ix")
+    index.check_fingerprint({"checkpoint_sha256": "aaa", "image_size": 64})
+    with pytest.raises(FingerprintMismatchError, match="image_size") as info:
+        index.check_fingerprint({"checkpoint_sha256": "aaa", "image_size": 128})
+    assert "\n" not in str(info.value)
+    with pytest.raises(FingerprintMismatchError, match="checkpoint_sha256"):
+        index.check_fingerprint({"checkpoint_sha256": "bbb", "image_size": 64})
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    _small_index(tmp_path / "ix")
+    writer = open_index(tmp_path / "ix", writable=True)
+    with pytest.raises(IndexLockedError, match="another process"):
+        open_index(tmp_path / "ix", writable=True)
+    assert len(open_index(tmp_path / "ix")) == 20      # readers are never blocked
+    writer.close()
+    open_index(tmp_path / "ix", writable=True).close()
+
+
+WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from radsearch.index import create_index
+    index = create_index(sys.argv[1], 32)
+    rng = np.random.default_rng(0)
+    for chunk in range(10_000):
+        index.add(rng.normal(size=(500, 32)).astype(np.float32),
+                  [{"image": f"/a/{chunk}_{i}.png", "subject": f"s{i}"} for i in range(500)])
+        index.commit()
+        print(chunk, flush=True)
+""")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.013, 0.051])
+def test_kill_9_during_writes_leaves_the_last_commit(tmp_path, delay):
+    path = tmp_path / "ix"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for _ in range(3):       # let a few commits happen, then kill at a varying moment
+        proc.stdout.readline()
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    index = open_index(path, writable=True)     # the lock died with the writer
+    assert len(index) % 500 == 0 and len(index) >= 1500
+    assert index.verify() == []
+    index.add(np.ones((1, 32), np.float32), [{"image": "/after.png"}])
+    index.close()
+    assert len(open_index(path)) % 500 == 1
