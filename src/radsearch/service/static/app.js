@@ -119,12 +119,14 @@ async function show(result) {
     const img = document.createElement("img");
     img.alt = "candidate " + hit.rank;
     li.append(img);
-    const head = text("div", "");
+    const head = text("div", "", "head");
     head.append(text("span", "#" + hit.rank, "rank"));
-    const lr = hit.log10_lr === null || hit.log10_lr === undefined
-      ? "" : ` · log₁₀LR ${hit.log10_lr.toFixed(2)}`;
-    head.append(text("span", `${hit.score.toFixed(3)}${lr}`, "score"));
+    head.append(text("span", "score " + hit.score.toFixed(3), "score"));
     li.append(head);
+    if (hit.log10_lr !== null && hit.log10_lr !== undefined) {
+      const sign = hit.log10_lr >= 0 ? "+" : "";
+      li.append(text("div", `log₁₀ LR ${sign}${hit.log10_lr.toFixed(2)}`, "lr"));
+    }
     li.append(text("div", `subject ${hit.subject}`));
     const when = hit.time === null ? "time ?" : `time ${hit.time.toFixed(2)} y`;
     li.append(text("div", [when, hit.side && "side " + hit.side, hit.view && "view " + hit.view]
