@@ -12,7 +12,7 @@ import sys
 import typer
 from radsearch import __version__
 from radsearch.cli import cohort, evaluate, synth, train
-from radsearch.cli import index as index_cli, mmdl, search as search_cli
+from radsearch.cli import index as index_cli, mmdl, search as search_cli, serve
 from radsearch.cli.console import console
 from radsearch.errors import RadsearchError
 from radsearch.io import DISK_ERRNOS, describe_output_error
@@ -38,8 +38,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """radsearch command line."""
 
 
-for module in (cohort, synth, evaluate, train, index_cli, search_cli, mmdl):
+for module in (cohort, synth, evaluate, train, index_cli, search_cli, serve, mmdl):
     module.register(app)
+serve.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

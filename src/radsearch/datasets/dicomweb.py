@@ -179,3 +179,30 @@ def _reason(exc: Exception) -> str:
     if response is not None:
         return f"HTTP {response.status_code}"
     return type(exc).__name__
+
+
+def default_folder(index_path: str | os.PathLike) -> Path:
+    """Where `index build/add --dicomweb` keeps the fetched files: ``INDEX.dicomweb`` beside it
+    (the index refers to them by path, so they must outlive the command)."""
+    index_path = Path(index_path)
+    return index_path.with_name(index_path.name + ".dicomweb")
+
+
+def manifest_for_index(manifest: str | os.PathLike | None, url: str | None,
+                       study_filters: list[str] | None, index_path: str | os.PathLike,
+                       folder: str | os.PathLike | None = None) -> Path:
+    """MANIFEST as given, or the manifest of a DICOMweb pull (``--dicomweb URL``) for INDEX.
+
+    The CLI's ``index build`` / ``index add`` call this, so a PACS is one more manifest source.
+    """
+    if url is None:
+        if manifest is None:
+            raise ConfigError("give a MANIFEST or --dicomweb URL (a PACS DICOMweb root).")
+        return Path(manifest)
+    if manifest is not None:
+        raise ConfigError(f"give either MANIFEST ({manifest}) or --dicomweb, not both.")
+    target = Path(folder) if folder is not None else default_folder(index_path)
+    _, stats = ingest_dicomweb(url, target, study_filters=parse_study_filters(study_filters))
+    print(f"DICOMweb: {stats.instances} instances in {stats.studies} studies; "
+          f"{stats.fetched} fetched, {stats.already_present} already in {target}", flush=True)
+    return stats.manifest
