@@ -35,7 +35,8 @@ def serve(index: Path = typer.Argument(..., help="Index folder (radsearch index 
           cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser "
                                                 "pages from this origin (CORS off by default)."),
           ) -> None:
-    """Serve search over HTTP: POST /search, GET /items/{id}[/thumbnail|/image], /health,
+    """Serve search over HTTP: POST /search, GET /items/{id}, /items/{id}/thumbnail,
+    /items/{id}/image, /health,
     /index, /docs (OpenAPI) and the web page at /."""
     import uvicorn
 
