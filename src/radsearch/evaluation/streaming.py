@@ -120,12 +120,14 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor,
 
     ``relevance_of(start, stop)`` gives, per name, ``(rows, relevance)`` for the chunk (rows None
     = all; relevance a bool [rows, G] array or one shared bool vector [G]); ``gains`` adds nDCG@k.
-    Chunks run on ``threads`` threads (default: torch's intra-op thread count), memory_mb in all.
+    Chunks run on ``threads`` threads (default: torch's intra-op thread count), each chunk within
+    ``memory_mb``.
     """
     n_queries, n_gallery = query.shape[0], gallery.shape[0]
     threads = max(1, min(int(threads or torch.get_num_threads()), 8))
-    # the reference's memory budget, split over the threads
-    rows_per_chunk = max(1, chunk_rows(n_gallery, 80, memory_mb) // threads)
+    # the reference's chunks (identical matrix products, so bit-identical similarities); each of
+    # the threads holds one chunk
+    rows_per_chunk = chunk_rows(n_gallery, 80, memory_mb)
     gallery_t = np.ascontiguousarray(gallery.numpy().T)
     query_np = query.numpy()
 
