@@ -23,7 +23,7 @@ from radsearch.errors import ConfigError, DataError
 from radsearch.evaluation.metrics import (FORENSIC_CMC_KS, NORMALISATIONS, PerQueryMetrics,
                                           classification_accuracy, dense_retrieval, query_metrics)
 from radsearch.evaluation.ranking import DEFAULT_MEMORY_MB, identity_ranks, prepare
-from radsearch.evaluation.streaming import LabelGains, streamed_retrieval
+from radsearch.evaluation.streaming import LabelGains, label_set_codes, streamed_retrieval
 
 YEAR_TOLERANCE = 1e-6  # 11.9999999 years (days / 365.25 rounding) still counts as 12
 RELEVANCE_MODES = ("any", "exact")
@@ -299,7 +299,7 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
     label_q, label_db = labels[q_rows], labels[db_rows]
     label_q_f = torch.from_numpy(label_q.astype(np.float32))
     label_db_f = torch.from_numpy(label_db.astype(np.float32))
-    set_codes = pd.factorize(pd.Series([frozenset(np.flatnonzero(r)) for r in labels]))[0]
+    set_codes = label_set_codes(labels)[0]
     codes_q, codes_db = set_codes[q_rows], set_codes[db_rows]
     size_q, size_db = label_q_f.sum(1).double(), label_db_f.sum(1).double()
 
