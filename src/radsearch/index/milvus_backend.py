@@ -13,6 +13,7 @@ were never committed are deleted, committed items whose vectors are gone are dro
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -44,6 +45,9 @@ class MilvusIndex(VectorIndex):
 
     def __init__(self, path, header, table, writable, lock):
         super().__init__(path, header, table, writable, lock)
+        # gRPC's C core logs keep-alive chatter of the embedded server at error level; pymilvus
+        # raises real failures as exceptions, so keep the console clean unless the user asks
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         from pymilvus import MilvusClient
 
         self.uri = header.get("uri") or str((self.path / "milvus.db").resolve())
