@@ -160,3 +160,24 @@ def test_kill_9_during_writes_leaves_the_last_commit(tmp_path, delay):
     index.add(np.ones((1, 32), np.float32), [{"image": "/after.png"}])
     index.close()
     assert len(open_index(path)) % 500 == 1
+
+
+def test_a_failed_write_is_one_line_and_keeps_the_last_commit(tmp_path, monkeypatch):
+    from radsearch.errors import RadsearchError
+    from radsearch.index import faiss_backend
+
+    vectors = _small_index(tmp_path / "ix")
+    index = open_index(tmp_path / "ix", writable=True)
+    index.add(vectors[:2], [{"image": "/new1.png"}, {"image": "/new2.png"}])
+
+    def disk_full(*args):
+        raise RuntimeError("No space left on device")
+
+    monkeypatch.setattr(faiss_backend.faiss, "write_index", disk_full)
+    with pytest.raises(RadsearchError, match="cannot write the index") as info:
+        index.commit()
+    assert "\n" not in str(info.value)
+    index.close(commit=False)
+    monkeypatch.undo()
+    again = open_index(tmp_path / "ix")
+    assert len(again) == 20 and again.verify() == []

@@ -62,13 +62,18 @@ def evaluate_command(
                                       help="Diagnostic mAP@k: dscmr | ath | textbook."),
     logits: Path | None = typer.Option(None, "--logits", help="Diagnostic: label-head logits "
                                                               ".npy [N, classes] for Acc@1/5."),
+    det: Path | None = typer.Option(None, "--det", help="Open-set: write the DET curve PNG."),
+    rerank: str = typer.Option("none", "--rerank", help="Forensic/open-set: none, qe or dba."),
 ) -> None:
     """Evaluate embeddings under the forensic or diagnostic protocol and print the table."""
     from radsearch.evaluation import evaluate_diagnostic, evaluate_forensic, result_table
 
-    if protocol not in ("forensic", "diagnostic"):
-        raise ConfigError(f"--protocol {protocol!r}: use forensic or diagnostic.")
+    if protocol not in ("forensic", "diagnostic", "open-set"):
+        raise ConfigError(f"--protocol {protocol!r}: use forensic, diagnostic or open-set.")
     arrays, cohort = _inputs(run, embeddings, cohort_path)
+    if protocol == "open-set":  # owned by the search stage (radsearch.cli.search)
+        from radsearch.cli.search import open_set_evaluation
+        return open_set_evaluation(arrays, cohort, json_out, det, rerank)
     if protocol == "forensic":
         if split is not None:
             if not cohort.has("split"):
@@ -78,6 +83,9 @@ def evaluate_command(
                 raise DataError(f"{cohort.source}: split {split!r} has no rows.")
             arrays = [a[mask] for a in arrays]
             cohort = cohort.subset(mask)
+        if rerank != "none":
+            from radsearch.cli.search import rerank_for_evaluation
+            arrays = rerank_for_evaluation(arrays, cohort, rerank)
         result = evaluate_forensic(arrays if len(arrays) > 1 else arrays[0], cohort,
                                    leave_one_out=leave_one_out, view=view,
                                    year_bands=[b.strip() for b in bands.split(",") if b.strip()]

@@ -57,6 +57,8 @@ def build_command(
                                                        "(default: milvus-lite inside INDEX)."),
     collection: str | None = typer.Option(None, "--collection", help="milvus: collection name."),
     split: str | None = typer.Option(None, "--split", help="Index only this split's rows."),
+    only: list[str] = typer.Option([], "--only", help="Index only rows passing FIELD OP VALUE "
+                                                      "(repeatable), e.g. time=0."),
     chunk: int = typer.Option(512, "--chunk", help="Images per commit (resume granularity)."),
     graph: int = typer.Option(0, "--graph", help="Also precompute a K-nearest-neighbour graph "
                                                  "for re-ranking (K, e.g. 20)."),
@@ -70,7 +72,8 @@ def build_command(
     manifest = manifest_for_index(manifest, dicomweb, study_filter, out)
 
     result = build_index(run, manifest, out, backend=backend, factory=factory, uri=uri,
-                         collection=collection, chunk=chunk, device=device, split=split)
+                         collection=collection, chunk=chunk, device=device, split=split,
+                         only=only)
     if graph:
         with open_index(out, writable=True) as index:
             index.build_graph(graph)
@@ -91,6 +94,7 @@ def add_command(
     study_filter: list[str] = typer.Option([], "--study-filter", help="With --dicomweb: QIDO-RS "
                                            "filter KEY=VALUE."),
     split: str | None = typer.Option(None, "--split"),
+    only: list[str] = typer.Option([], "--only", help="Only rows passing FIELD OP VALUE."),
     chunk: int = typer.Option(512, "--chunk"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -103,7 +107,9 @@ def add_command(
     index = open_index(index_path)
     backend = index.header["backend"]
     run = _run_of(index, run)
-    result = build_index(run, manifest, index_path, backend=backend, chunk=chunk, split=split)
+    index.close()
+    result = build_index(run, manifest, index_path, backend=backend, chunk=chunk, split=split,
+                         only=only)
     _print(result, as_json, [f"{index_path}: {result['count']} items ({result['added']} added, "
                              f"{result['already_indexed']} already indexed)"])
 
@@ -201,6 +207,8 @@ def calibrate_command(
     lines += [f"  FPIR {r['target_fpir']}: T = {r['threshold']:.4f}, FNIR = {r['fnir']:.3f}"
               + ("" if r["reliable"] else " (fewer than 1/FPIR non-mated searches: unreliable)")
               for r in record["thresholds"]]
+    if record.get("warning"):
+        lines.append(f"warning: {record['warning']}")
     _print(record, as_json, lines)
 
 

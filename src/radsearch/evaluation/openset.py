@@ -177,3 +177,108 @@ def summarise(scores: OpenSetScores, n_gallery: int, targets: Sequence[float] = 
         value = cllr(calibration.log10_lr(scores.mated[scores.has_mate]),
                      calibration.log10_lr(nm))
     return OpenSetSummary(int(scores.has_mate.sum()), int(len(nm)), int(n_gallery), rows, value)
+
+
+# ------------------------------------------------------------------ protocol on a cohort
+@dataclass
+class OpenSetResult:
+    """Per years-apart group: FNIR at each FPIR target (thresholds set on all non-mated
+    searches), Cllr of a subject-grouped cross-validated calibration, and the DET points."""
+
+    groups: dict[str, dict]
+    n_gallery: int
+    targets: tuple[float, ...]
+    scores: OpenSetScores = field(repr=False)
+    years: np.ndarray = field(repr=False)
+    log10_lr: tuple[np.ndarray, np.ndarray] = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {"protocol": "open-set", "n_gallery": self.n_gallery,
+                "fpir_targets": list(self.targets), "rank": 1, "groups": self.groups}
+
+
+def cross_validated_lr(scores: OpenSetScores, groups: np.ndarray, folds: int = 5
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold log10 LRs of every mated and non-mated score (folds by subject)."""
+    mated_lr = np.full(len(groups), np.nan)
+    non_lr = np.full(len(groups), np.nan)
+    unique = np.unique(groups)
+    fold_of = {g: i % folds for i, g in enumerate(np.random.default_rng(0).permutation(unique))}
+    fold = np.array([fold_of[g] for g in groups])
+    for f in range(min(folds, len(unique))):
+        test = fold == f
+        model = fit_calibration(scores.subset(np.flatnonzero(~test)))
+        mated_lr[test] = model.log10_lr(scores.mated[test])
+        non_lr[test] = model.log10_lr(scores.nonmated[test])
+    return mated_lr, non_lr
+
+
+def evaluate_open_set(embeddings, cohort, targets: Sequence[float] = FPIR_TARGETS,
+                      folds: int = 5) -> OpenSetResult:
+    """Open-set identification on a cohort with the forensic layout: gallery = first visits
+    (0 years apart), probes = later visits, each probe searched mated and non-mated."""
+    from radsearch.evaluation.protocols import embedding_matrix, years_apart
+
+    vectors = embedding_matrix(embeddings, len(cohort)).numpy()
+    years = years_apart(cohort)
+    gallery, probes = np.flatnonzero(years == 0), np.flatnonzero(years >= 1)
+    if not len(probes):
+        raise DataError(f"{cohort.source}: no probes (images ≥ 1 year after the subject's "
+                        "first one).")
+    subjects = cohort.table["subject"].to_numpy().astype(str)
+    scores = open_set_scores(vectors[probes], subjects[probes], vectors[gallery],
+                             subjects[gallery])
+    nm = scores.nonmated[np.isfinite(scores.nonmated)]
+    thresholds = [threshold_at_fpir(nm, t) for t in targets]
+    mated_lr, non_lr = cross_validated_lr(scores, subjects[probes], folds)
+    probe_years = years[probes]
+    out: dict[str, dict] = {}
+    for name, rows in [*((str(int(y)), probe_years == y) for y in np.unique(probe_years)),
+                       ("all", np.ones(len(probes), bool))]:
+        part = scores.subset(np.flatnonzero(rows))
+        m = rows & scores.has_mate
+        group = {"n_mated": int(part.has_mate.sum()), "n_nonmated": int(rows.sum())}
+        for t, thr in zip(targets, thresholds):
+            group[f"FNIR@FPIR={t:g}"] = fnir(part, thr)
+        group["rank1_identification"] = float(part.mate_rank1[part.has_mate].mean()) \
+            if part.has_mate.any() else float("nan")
+        group["Cllr"] = cllr(mated_lr[m], non_lr[rows]) if m.any() else float("nan")
+        out[name] = group
+    out["all"]["thresholds"] = {f"{t:g}": thr for t, thr in zip(targets, thresholds)}
+    out["all"]["FPIR_reliable"] = {f"{t:g}": bool(t * len(nm) >= 1) for t in targets}
+    return OpenSetResult(out, int(len(gallery)), tuple(targets), scores, probe_years,
+                         (mated_lr, non_lr))
+
+
+def plot_det(result: OpenSetResult, path) -> None:
+    """DET curve (FNIR vs FPIR, log axes) per years-apart group, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from radsearch.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=110)
+    groups = [g for g in result.groups if g != "all"] + ["all"]
+    for name in groups:
+        rows = np.ones(len(result.years), bool) if name == "all" else \
+            result.years == int(name)
+        _, fp, fn = det_curve(result.scores.subset(np.flatnonzero(rows)))
+        keep = fp > 0
+        label = "all" if name == "all" else f"{name} years apart"
+        ax.step(fp[keep], fn[keep], where="post", label=label,
+                linewidth=2.4 if name == "all" else 1.2, color="black" if name == "all" else None)
+    for t in result.targets:
+        ax.axvline(t, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("FPIR (non-mated searches with a candidate ≥ T)")
+    ax.set_ylabel("FNIR (mated searches without the mate at rank 1 ≥ T)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Open-set identification DET, gallery N = {result.n_gallery}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -320,6 +320,14 @@ class VectorIndex(ABC):
     def commit(self) -> int:
         """Publish all writes atomically; returns the commit number."""
         self._check_writable()
+        try:
+            return self._commit()
+        except OSError as exc:
+            raise RadsearchError(f"{self.path}: cannot write the index ({exc.strerror or exc}); "
+                                 "free disk space or fix the folder's permissions, then rerun "
+                                 "(the last commit is intact).") from None
+
+    def _commit(self) -> int:
         n = int(self.header.get("commit", 0)) + 1
         names = self._save_files(n)
         meta = f"metadata-{n}.sqlite"

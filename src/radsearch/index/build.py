@@ -35,8 +35,10 @@ def cohort_items(cohort: Cohort) -> pd.DataFrame:
 def build_index(run_dir, manifest, out, *, backend: str = "faiss", factory: str | None = None,
                 uri: str | None = None, collection: str | None = None, chunk: int = 512,
                 checkpoint: str = "best", device: str = "auto", batch_size: int = 64,
-                progress: bool | None = None, split: str | None = None) -> dict:
-    """Index every row of ``manifest`` (or of one ``split``); returns counts for the report."""
+                progress: bool | None = None, split: str | None = None,
+                only=None) -> dict:
+    """Index the rows of ``manifest`` (of one ``split``, passing the ``only`` filters, e.g.
+    ``["time=0"]`` for first visits); returns counts for the report."""
     from radsearch.index import create_index, open_index
     from radsearch.search.embedder import load_embedder
 
@@ -46,6 +48,13 @@ def build_index(run_dir, manifest, out, *, backend: str = "faiss", factory: str 
     cohort = Cohort.load(manifest)
     if split is not None:
         cohort = cohort.split(split)
+    if only:
+        from radsearch.index.filters import combined_mask, parse_filters
+
+        mask = combined_mask(parse_filters(only), cohort_items(cohort))
+        if not mask.any():
+            raise ConfigError(f"{manifest}: no row passes --only {' '.join(only)}.")
+        cohort = cohort.subset(mask)
     out = Path(out)
     if (out / "header.json").exists():
         index = open_index(out, writable=True)

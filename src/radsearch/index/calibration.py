@@ -67,8 +67,12 @@ def calibrate(index: VectorIndex, vectors: np.ndarray, cohort: Cohort,
     scores, n_gallery = calibration_scores(index, vectors, cohort)
     model = fit_calibration(scores)
     summary = summarise(scores, n_gallery, targets, calibration=model)
+    warning = None
+    if model.coef <= 0:
+        warning = ("mated top scores are not higher than non-mated ones: the model's scores carry "
+                   "no evidence of identity here (LR <= 1 for high scores); train longer")
     return {"created": now(), "source": cohort.source, "rank": 1, "model": model.to_dict(),
-            "cllr_in_sample": summary.cllr, **summary.to_dict()}
+            "warning": warning, **summary.to_dict()}
 
 
 def log10_lr(calibration: dict | None, scores) -> np.ndarray | None:

@@ -27,11 +27,16 @@ from radsearch.index.filters import Filter, combined_mask
 
 GATHER_FRACTION = 0.25   # filters passing ≤ this share of items are scored by gathering them
 REBUILD_TOMBSTONES = 0.2
+EF_SEARCH = 128          # HNSW candidate list at search time (recall vs speed)
 
 
 def _write_faiss(index, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(index, str(tmp))
+    try:
+        faiss.write_index(index, str(tmp))
+    except RuntimeError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"faiss could not write {path.name}") from exc
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -77,6 +82,7 @@ class FaissIndex(VectorIndex):
             faiss.IndexIDMap2(faiss.IndexFlatIP(d))
         self.factory = header.get("factory")
         self.refine = int(header.get("refine", 4))
+        self.ef_search = int(header.get("ef_search", EF_SEARCH))
         self.ann = None
         self.ann_ids = np.zeros(0, np.int64)
         self.alive = np.zeros(0, bool)
@@ -187,8 +193,8 @@ class FaissIndex(VectorIndex):
     def _ann_params(self, selector, shortlist: int):
         inner = self.ann
         if isinstance(inner, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(sel=selector,
-                                              efSearch=max(inner.hnsw.efSearch, shortlist))
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search,
+                                                                         shortlist))
         try:
             ivf = faiss.extract_index_ivf(inner)
         except RuntimeError:

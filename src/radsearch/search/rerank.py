@@ -109,3 +109,33 @@ def _graph_set(item: int, graph: dict, k1: int) -> dict[int, float]:
         if nbr >= 0 and rn is not None and item in graph["neighbours"][rn][:k1]:
             out[int(nbr)] = float(np.exp(-(2.0 - 2.0 * s)))
     return out
+
+
+def rerank_embeddings(embeddings: np.ndarray, gallery: np.ndarray, queries: np.ndarray,
+                      method: str, n: int | None = None) -> np.ndarray:
+    """α-QE / DBA as embedding transforms for offline evaluation (whole gallery, not a shortlist).
+
+    ``qe`` replaces each query row by norm(q + Σ_{i≤n} s_iᵅ g_i) over its top-n gallery rows;
+    ``dba`` replaces each gallery row by norm(g + Σ_{i≤n} s_iᵅ g_i) over its n nearest other
+    gallery rows. Dot products of the result are the re-ranked scores.
+    """
+    if method in (None, "none"):
+        return embeddings
+    if method not in ("qe", "dba"):
+        raise ConfigError(f"--rerank {method!r} for evaluation: use none, qe or dba "
+                          "(k-reciprocal needs an index: `radsearch search --rerank`).")
+    x = np.asarray(embeddings, dtype=np.float32)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    out = x.copy()
+    g = x[gallery]
+    rows = queries if method == "qe" else gallery
+    n = n or (QE_N if method == "qe" else DBA_N)
+    for start in range(0, len(rows), 1024):
+        part = rows[start:start + 1024]
+        sims = x[part] @ g.T
+        if method == "dba":   # a gallery image is not its own neighbour
+            sims[np.arange(len(part)), start + np.arange(len(part))] = -np.inf
+        top = np.argsort(-sims, axis=1)[:, :n]
+        weights = np.clip(np.take_along_axis(sims, top, axis=1), 0, None) ** QE_ALPHA
+        out[part] = x[part] + np.einsum("qn,qnd->qd", weights, g[top])
+    return out / np.linalg.norm(out, axis=1, keepdims=True)

@@ -1,0 +1,96 @@
+"""Re-ranking against hand-written formulas (α-QE, DBA) and the k-reciprocal definition."""
+
+import numpy as np
+import pytest
+
+from radsearch.errors import ConfigError
+from radsearch.index import create_index
+from radsearch.search import rerank as rr
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def index(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 12))
+    vectors = _unit(centres[np.arange(60) % 6] + 0.6 * rng.normal(size=(60, 12))).astype("f4")
+    ix = create_index(tmp_path / "ix", 12)
+    ids = ix.add(vectors, [{"image": f"{i}.png", "subject": f"S{i % 6}"} for i in range(60)])
+    return ix, vectors, ids
+
+
+def test_alpha_qe_matches_the_formula(index):
+    ix, vectors, ids = index
+    q = _unit(vectors[0] + 0.5)[None].astype("f4")
+    found = ix.search(q, 30)
+    new_ids, new_scores = rr.rerank(ix, q, found.ids, found.scores, "qe")
+    top = ix.get_vectors(found.ids[0])
+    s = found.scores[0]
+    expanded = _unit(q[0] + ((s[:5] ** 3)[:, None] * top[:5]).sum(0))
+    expected = top @ expanded
+    order = np.argsort(-expected, kind="stable")
+    assert (new_ids[0] == found.ids[0][order]).all()
+    np.testing.assert_allclose(new_scores[0], expected[order], atol=1e-5)
+
+
+def test_dba_and_k_reciprocal_need_the_graph_and_permute_the_shortlist(index):
+    ix, vectors, ids = index
+    q = vectors[:3]
+    found = ix.search(q, 20)
+    with pytest.raises(ConfigError, match="graph"):
+        rr.rerank(ix, q, found.ids, found.scores, "k-reciprocal")
+    ix.build_graph(10)
+    for method in ("dba", "k-reciprocal"):
+        new_ids, new_scores = rr.rerank(ix, q, found.ids, found.scores, method)
+        for row in range(3):
+            assert sorted(new_ids[row]) == sorted(found.ids[row])
+            assert (np.diff(new_scores[row]) <= 1e-9).all()
+
+
+def test_graph_is_the_brute_force_knn(index):
+    ix, vectors, ids = index
+    ix.build_graph(5)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :5]
+    assert (ix.graph["neighbours"] == ids[expected]).all()
+
+
+def test_k_reciprocal_by_hand():
+    # items 1, 2: k=2 graph; the query's top-2 are 1 and 2
+    graph = {"row": {1: 0, 2: 1, 3: 2},
+             "neighbours": np.array([[2, 3], [1, 3], [1, 2]]),
+             "scores": np.array([[0.9, 0.1], [0.9, 0.2], [0.1, 0.05]])}
+    cand = np.array([1, 2, 3])
+    scores = np.array([0.8, 0.5, 0.05])
+    out = rr._k_reciprocal(np.zeros(2), cand, scores, graph, k1=2, lam=0.3)
+    # query's reciprocal set: 1 (0.8 ≥ its 2nd-neighbour score 0.1) and 2 (0.5 ≥ 0.2)
+    v_q = {1: np.exp(-(2 - 1.6)), 2: np.exp(-(2 - 1.0))}
+    # item 1's set: itself, 2 and 3 (each lists 1 among its own top 2: reciprocal)
+    v_1 = {1: 1.0, 2: np.exp(-(2 - 1.8)), 3: np.exp(-(2 - 0.2))}
+    keys = set(v_q) | set(v_1)
+    jac = 1 - sum(min(v_q.get(x, 0), v_1.get(x, 0)) for x in keys) / \
+        sum(max(v_q.get(x, 0), v_1.get(x, 0)) for x in keys)
+    assert out[0] == pytest.approx(-(0.7 * jac + 0.3 * (2 - 1.6)))
+
+
+def test_rerank_embeddings_qe_and_dba_formulas():
+    rng = np.random.default_rng(1)
+    x = _unit(rng.normal(size=(10, 4))).astype("f4")
+    gallery, queries = np.arange(6), np.arange(6, 10)
+    qe = rr.rerank_embeddings(x, gallery, queries, "qe", n=2)
+    sims = x[6] @ x[gallery].T
+    top = np.argsort(-sims)[:2]
+    expected = _unit(x[6] + ((np.clip(sims[top], 0, None) ** 3)[:, None] * x[top]).sum(0))
+    np.testing.assert_allclose(qe[6], expected, atol=1e-6)
+    np.testing.assert_allclose(qe[gallery], x[gallery], atol=1e-6)
+    dba = rr.rerank_embeddings(x, gallery, queries, "dba", n=1)
+    sims = x[0] @ x[gallery].T
+    sims[0] = -np.inf
+    j = int(np.argmax(sims))
+    np.testing.assert_allclose(dba[0], _unit(x[0] + max(sims[j], 0) ** 3 * x[j]), atol=1e-6)
+    with pytest.raises(ConfigError, match="k-reciprocal"):
+        rr.rerank_embeddings(x, gallery, queries, "k-reciprocal")
