@@ -350,8 +350,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"/health {fuzz_result['health_after']}, a good search "
                       f"{fuzz_result['search_after']}; server RSS {fuzz_result['rss_before']:.0f} "
                       f"MB before, {fuzz_result['rss_after']:.0f} MB after. The 200s are the "
-                      "well-formed filters that match nothing (view = NUL, time ≥ 9…9): an empty "
-                      "result, as it should be.", "", "| fuzz kind | statuses |", "|---|---|"]
+                      "well-formed filter view = NUL, which matches nothing (an empty result, as "
+                      "it should be); time ≥ 9…9 (400 digits) is over the 200-character filter "
+                      "limit (422).", "", "| fuzz kind | statuses |", "|---|---|"]
         lines += [f"| {kind} | {codes} |" for kind, codes in fuzz_result["by_kind"].items()]
         lines += ["| raw: broken multipart, JSON body, huge/non-numeric Content-Length, "
                   "bad item ids, unknown route | included above |"]
