@@ -167,7 +167,7 @@ def forward_reference(run: Path, pngs: list[Path], repeats: int) -> dict:
     from radsearch.images import read_image
     from radsearch.search.embedder import load_embedder
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(1)           # as the server (`radsearch serve --threads 1`)
     embedder = load_embedder(run, device="cpu")
     model, transform = embedder.model, embedder.transform
     images = [read_image(p) for p in pngs]
@@ -198,45 +198,62 @@ def fuzz_requests(n: int, png: bytes, dcm: bytes, seed: int = 0):
     Image.new("L", (12000, 12000)).save(bomb, format="PNG")     # 144 Mpx in ~150 kB
     bomb = bomb.getvalue()
     dcm_bomb = bytearray(dcm)
-    # Rows (0028,0010) US = 60000 in the explicit-VR little-endian header
-    at = dcm_bomb.find(b"\x28\x00\x10\x00US\x02\x00")
-    dcm_bomb[at + 8:at + 10] = (60000).to_bytes(2, "little")
+    # Rows (0028,0010) and Columns (0028,0011), US = 60000, in the explicit-VR LE header
+    for element in (b"\x10", b"\x11"):
+        at = dcm_bomb.find(b"\x28\x00" + element + b"\x00US\x02\x00")
+        dcm_bomb[at + 8:at + 10] = (60000).to_bytes(2, "little")
     kinds = [
-        lambda: ({"images": ("r.png", rng.randbytes(rng.randint(1, 5000)), "image/png")}, {}),
-        lambda: ({"images": ("t.png", png[:rng.randint(1, len(png) - 1)], "image/png")}, {}),
-        lambda: ({"images": ("t.dcm", dcm[:rng.randint(1, len(dcm) - 1)], "application/dicom")},
-                 {}),
-        lambda: ({"images": ("b.png", bomb, "image/png")}, {}),
-        lambda: ({"images": ("b.dcm", bytes(dcm_bomb), "application/dicom")}, {}),
-        lambda: ({"images": ("x.dcm", png[:8] + dcm[8:], "application/dicom")}, {}),  # mislabeled
-        lambda: ({"images": ("../../etc/passwd", b"root:x:0:0", "image/png")}, {}),
-        lambda: ({"images": ("q.png", png, "image/png")},
-                 {"k": rng.choice(["0", "-1", "1e9", "abc", "", "101", "3.5", "NaN"])}),
-        lambda: ({"images": ("q.png", png, "image/png")},
-                 {"by": rng.choice(["", "person", "'; DROP TABLE items;--", "x" * 5000])}),
-        lambda: ({"images": ("q.png", png, "image/png")},
-                 {"filter": rng.choice(["time<=abc", "colour=red", "subject", "==",
-                                        "labels<3", "time>=" + "9" * 400, "view=\x00"])}),
-        lambda: ({"images": ("q.png", png, "image/png")},
-                 {"rerank": rng.choice(["yes", "k", "None", "\u202e"]), "side": "LR"}),
-        lambda: ({"images": ("q.png", png, "image/png")}, {"path": "/etc/shadow"}),
-        lambda: ([("images", (f"{i}.png", png, "image/png")) for i in range(9)], {}),
-        lambda: ({}, {"k": "5"}),
-        lambda: ({"images": ("e.png", b"", "image/png")}, {}),
-        lambda: ({"images": ("g.gif", b"GIF89a" + rng.randbytes(100), "image/gif")}, {}),
+        ("random bytes", lambda: ({"images": ("r.png", rng.randbytes(rng.randint(1, 5000)),
+                                              "image/png")}, {})),
+        ("truncated PNG", lambda: ({"images": ("t.png", png[:rng.randint(1, len(png) - 1)],
+                                               "image/png")}, {})),
+        ("truncated DICOM", lambda: ({"images": ("t.dcm", dcm[:rng.randint(1, len(dcm) - 1)],
+                                                 "application/dicom")}, {})),
+        ("PNG bomb (144 Mpx)", lambda: ({"images": ("b.png", bomb, "image/png")}, {})),
+        ("DICOM bomb (60000² declared)", lambda: ({"images": ("b.dcm", bytes(dcm_bomb),
+                                                         "application/dicom")}, {})),
+        ("mislabeled (PNG magic on DICOM)", lambda: ({"images": ("x.dcm", png[:8] + dcm[8:],
+                                                                 "application/dicom")}, {})),
+        ("path-traversal name, text body", lambda: ({"images": ("../../etc/passwd",
+                                                                b"root:x:0:0", "image/png")}, {})),
+        ("bad k", lambda: ({"images": ("q.png", png, "image/png")},
+                           {"k": rng.choice(["0", "-1", "1e9", "abc", "", "101", "3.5", "NaN"])})),
+        ("bad by", lambda: ({"images": ("q.png", png, "image/png")},
+                            {"by": rng.choice(["", "person", "'; DROP TABLE items;--",
+                                               "x" * 5000])})),
+        ("malformed filter", lambda: ({"images": ("q.png", png, "image/png")},
+                                      {"filter": rng.choice(["time<=abc", "colour=red", "subject",
+                                                             "==", "labels<3", "id~1"])})),
+        ("odd but valid filter", lambda: ({"images": ("q.png", png, "image/png")},
+                                          {"filter": rng.choice(["view=\x00",
+                                                                 "time>=" + "9" * 400])})),
+        ("bad rerank / side", lambda: ({"images": ("q.png", png, "image/png")},
+                                       {"rerank": rng.choice(["yes", "k", "None", "\u202e"]),
+                                        "side": "LR"})),
+        ("unknown field", lambda: ({"images": ("q.png", png, "image/png")},
+                                   {"path": "/etc/shadow"})),
+        ("9 files (limit 8)", lambda: ([("images", (f"{i}.png", png, "image/png"))
+                                        for i in range(9)], {})),
+        ("no image", lambda: ({}, {"k": "5"})),
+        ("empty file", lambda: ({"images": ("e.png", b"", "image/png")}, {})),
+        ("GIF", lambda: ({"images": ("g.gif", b"GIF89a" + rng.randbytes(100), "image/gif")},
+                         {})),
     ]
     for i in range(n):
-        yield kinds[i % len(kinds)]()
+        name, make = kinds[i % len(kinds)]
+        yield (name, *make())
 
 
 def fuzz(url: str, server: Server, n: int, png: bytes, dcm: bytes) -> dict:
     import httpx
 
     rss_before = server.rss_mb()
-    codes = Counter()
+    codes, by_kind = Counter(), {}
     with httpx.Client(base_url=url, timeout=60) as client:
-        for files, data in fuzz_requests(n, png, dcm):
-            codes[client.post("/search", files=files, data=data).status_code] += 1
+        for kind, files, data in fuzz_requests(n, png, dcm):
+            status = client.post("/search", files=files, data=data).status_code
+            codes[status] += 1
+            by_kind.setdefault(kind, Counter())[status] += 1
         raw = [client.post("/search", content=b"\x00" * 100,
                            headers={"content-type": "multipart/form-data; boundary=zz"}),
                client.post("/search", json={"images": "x"}),
@@ -250,6 +267,7 @@ def fuzz(url: str, server: Server, n: int, png: bytes, dcm: bytes) -> dict:
         health = client.get("/health").status_code
         ok = client.post("/search", files={"images": ("q.png", png, "image/png")}).status_code
     return {"requests": n + len(raw) + 2, "codes": dict(sorted(codes.items())),
+            "by_kind": {k: dict(sorted(v.items())) for k, v in by_kind.items()},
             "health_after": health, "search_after": ok, "rss_before": rss_before,
             "rss_after": server.rss_mb()}
 
@@ -303,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
 
     lines = [f"Machine: {machine_line()}; index of {args.items} items (synthetic vectors, built "
              f"in {build_s:.1f} s); queries: {len(pngs)} PNG + 16 DICOM knee radiographs at "
-             f"80 px through the demo architecture (ResNet-18 at 64², 128-d); "
+             f"80 px through the demo architecture (ResNet-18 at 64², 128-d), 1 model thread "
+             "in server and reference; "
              f"{args.requests} searches per row; server and clients share the machine's cores.",
              "", "| what | clients | p50 ms | p99 ms | queries/s | statuses |",
              "|---|---:|---:|---:|---:|---|"]
@@ -330,7 +349,13 @@ def main(argv: list[str] | None = None) -> None:
                       f"(5xx: {sum(v for k, v in codes.items() if k >= 500)}); afterwards "
                       f"/health {fuzz_result['health_after']}, a good search "
                       f"{fuzz_result['search_after']}; server RSS {fuzz_result['rss_before']:.0f} "
-                      f"MB before, {fuzz_result['rss_after']:.0f} MB after."]
+                      f"MB before, {fuzz_result['rss_after']:.0f} MB after. The 200s are the "
+                      "well-formed filter view = NUL, which matches nothing (an empty result, as "
+                      "it should be); time ≥ 9…9 (400 digits) is over the 200-character filter "
+                      "limit (422).", "", "| fuzz kind | statuses |", "|---|---|"]
+        lines += [f"| {kind} | {codes} |" for kind, codes in fuzz_result["by_kind"].items()]
+        lines += ["| raw: broken multipart, JSON body, huge/non-numeric Content-Length, "
+                  "bad item ids, unknown route | included above |"]
     body = "\n".join(lines)
     print(body)
     if not args.no_record:

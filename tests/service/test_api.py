@@ -150,6 +150,20 @@ def test_size_and_pixel_limits(make_client, knee_cohort):
     assert client.get("/health").status_code == 200
 
 
+def test_streamed_body_is_cut_off_at_the_limit(make_client):
+    client = make_client(limits=__import__("radsearch.service.uploads", fromlist=["Limits"])
+                         .Limits(max_request_bytes=10_000))
+
+    def chunks():                       # no Content-Length: the body is counted as it arrives
+        for _ in range(100):
+            yield b"\0" * 1000
+
+    answer = client.post("/search", content=chunks(),
+                         headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert answer.status_code == 413 and "limit" in answer.json()["error"]
+    assert client.get("/health").status_code == 200
+
+
 def test_dicom_query_and_dicom_bomb(client, knee_cohort, tmp_path):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

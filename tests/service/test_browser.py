@@ -84,6 +84,7 @@ def test_upload_results_and_side_by_side(server, viewer, chromium_path):
                                      args=["--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(120_000)     # a busy shared CI machine, not a timing test
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(server)

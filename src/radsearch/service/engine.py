@@ -77,19 +77,25 @@ class SearchEngine:
     def count(self) -> int:
         return len(self.index)
 
-    def item(self, item_id: int) -> dict:
-        rows = self.index.items([item_id]) if 0 <= item_id < 2 ** 63 else []
-        if len(rows) == 0:
+    def _row(self, item_id: int):
+        """Metadata row of one id through the table's hash index (O(1); ``VectorIndex.items``
+        scans every id with ``np.isin``, ~100 ms at 100k items on a busy 2-core machine)."""
+        table = self.index.table
+        where = table.index.get_indexer([item_id]) if 0 <= item_id < 2 ** 63 else [-1]
+        if where[0] < 0:
             raise ItemNotFound(f"item {item_id} is not in the index.")
-        return _public_hit({k: v for k, v in rows.iloc[0].to_dict().items()
-                            if k in ("id", "subject", "time", "side", "view", "study", "labels")})
+        return table.iloc[int(where[0])]
+
+    def item(self, item_id: int) -> dict:
+        row = self._row(item_id)
+        return _public_hit({k: row[k] for k in ("id", "subject", "time", "side", "view", "study",
+                                                 "labels")})
 
     def load_image(self, item_id: int) -> np.ndarray:
         """The item's image as indexed (path from the index metadata, never from a request)."""
         from radsearch.images import read_image
 
-        self.item(item_id)
-        return read_image(self.index.items([item_id]).iloc[0]["image"])
+        return read_image(self._row(item_id)["image"])
 
     def info(self) -> dict:
         info = self.index.info()

@@ -54,8 +54,9 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            pass
+        except Exception:   # BodyTooLarge, possibly wrapped (an ExceptionGroup from a middleware)
+            if not overflow:
+                raise
         if overflow and not started:
             await _refuse(send, 413, f"request body over the limit of {self.max_bytes} bytes.")
 
