@@ -250,8 +250,6 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
         cohort = Cohort.load(config.data.manifest)
     if not cohort.has("split"):
         raise DataError(f"{cohort.source}: no 'split' column; MMDL needs train and test splits.")
-    if images is None:
-        images = load_images(cohort, config.data.image_size)
     device = resolve_device(config.train.device)
     split = cohort.table["split"].to_numpy()
     train_rows = np.flatnonzero(split == "train")
@@ -262,6 +260,8 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
     train_reports = [reports[i] for i in train_rows]
     use_text = config.loss.kind == "mmdl" and config.data.report_fraction > 0
     model = build_model(config, train_reports if use_text else None).to(device)
+    if images is None:  # after the model: a bad text.encoder fails before decoding images
+        images = load_images(cohort, config.data.image_size)
     L = config.loss
     weights = MMDLWeights(label=L.label, alpha=L.alpha if L.kind == "mmdl" else 0.0,
                           beta=L.beta, gamma=L.gamma, temperature=L.temperature,

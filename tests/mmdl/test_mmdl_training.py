@@ -1,0 +1,101 @@
+"""MMDL trainer: report pairing knobs, paired bootstrap, a tiny end-to-end run, CLI errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radsearch.cli.main import main
+from radsearch.cohort import Cohort
+from radsearch.errors import ConfigError
+from radsearch.synth import generate_chest
+from radsearch.training.mmdl import (label_states, load_mmdl_config, paired_bootstrap,
+                                     train_mmdl, training_reports)
+
+
+def _cohort() -> Cohort:
+    rows = []
+    for s in range(8):
+        for k in range(2):  # two images per study share the study's report
+            rows.append({"image": f"s{s}_{k}.png", "subject": f"P{s}", "time": 0.0,
+                         "study": f"st{s}", "split": "train", "labels": "Edema",
+                         "report": f"report {s}" if s < 6 else ""})
+    return Cohort(pd.DataFrame(rows))
+
+
+def test_pairing_fraction_keeps_whole_studies():
+    cohort = _cohort()
+    kept = training_reports(cohort, 0.5, False, seed=1)
+    by_study = pd.Series(kept).groupby(cohort.table["study"]).nunique()
+    assert (by_study == 1).all()  # both images of a study agree
+    with_text = {s for s, r in zip(cohort.table["study"], kept) if r}
+    assert len(with_text) == 3  # round(0.5 × 6 studies with a report)
+    assert all(r == "" for r, s in zip(kept, cohort.table["study"]) if s in ("st6", "st7"))
+    assert training_reports(cohort, 0.0, False, 1) == [""] * 16
+    full = training_reports(cohort, 1.0, False, 1)
+    assert full == cohort.table["report"].tolist()
+
+
+def test_shuffled_control_permutes_reports_across_studies():
+    cohort = _cohort()
+    original = training_reports(cohort, 1.0, False, seed=2)
+    shuffled = training_reports(cohort, 1.0, True, seed=2)
+    assert sorted(shuffled) == sorted(original)  # same texts …
+    assert shuffled != original                  # … attached to other studies
+
+
+def test_label_states_positive_uncertain_blank():
+    table = _cohort().table.iloc[:2].copy()
+    table["labels"] = ["Edema|Cardiomegaly", "No Finding"]
+    table["uncertain"] = ["Pneumonia", ""]
+    states = label_states(Cohort(table))
+    edema, cardio, pneu, normal = 5, 2, 7, 0
+    assert states[0, edema] == 1 and states[0, cardio] == 1 and states[0, pneu] == -1
+    assert states[1, normal] == 1 and np.isnan(states[0, normal])
+
+
+def test_paired_bootstrap_matches_a_naive_loop():
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(0.1, 1.0, size=(3, 50))
+    mean, lo, hi = paired_bootstrap(diffs, n_boot=500, seed=7)
+    assert mean == pytest.approx(diffs.mean())
+    gen = np.random.default_rng(7)
+    idx = gen.integers(0, 50, size=(500, 50))
+    naive = [np.mean([diffs[s, idx[b]].mean() for s in range(3)]) for b in range(500)]
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(naive, [2.5, 97.5])))
+    constant = np.full((2, 10), 0.25)
+    assert paired_bootstrap(constant, 200) == pytest.approx((0.25, 0.25, 0.25))
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    synth = generate_chest(14, seed=3, image_size=32, workers=1)
+    cfg = load_mmdl_config(None, ["model.backbone=resnet18", "model.dim=16", "model.hidden=16",
+                                  "data.image_size=32", "train.epochs=1", "train.batch_size=16",
+                                  "data.report_fraction=0.5"])
+    out = train_mmdl(cfg, tmp_path / "run", cohort=synth.cohort, images=synth.images,
+                     log=lambda m: None)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    groups = saved["diagnostic"]["groups"]["all"]
+    for key in ("mAP@1", "mAP@10", "mAP", "Acc@1", "Acc@5"):
+        assert 0.0 <= groups[key] <= 1.0
+    n_test = int((synth.cohort.table["split"] == "test").sum())
+    assert len(saved["per_query"]["mAP@10"]) == n_test
+    assert 0 < out["settings"]["n_train_with_report"] < out["settings"]["n_train"]
+    assert set(out["text_to_image"]) >= {"P@1", "P@5", "P@10"}
+    assert out["settings"]["text_encoder"]["kind"] == "tfidf"
+
+
+def test_config_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="data.report_fraction"):
+        load_mmdl_config(None, ["data.report_fraction=1.5"])
+    assert main(["mmdl", "train", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config file not found" in err and len(err.splitlines()) == 1
+    manifest = tmp_path / "m.csv"
+    _cohort().table.to_csv(manifest, index=False)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  manifest: {manifest}\ntext:\n  encoder: hf:{tmp_path}/nope\n")
+    assert main(["mmdl", "train", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"hf:{tmp_path}/nope" in err and len(err.splitlines()) == 1
