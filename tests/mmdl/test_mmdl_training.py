@@ -10,7 +10,8 @@ from radsearch.cli.main import main
 from radsearch.cohort import Cohort
 from radsearch.errors import ConfigError
 from radsearch.synth import generate_chest
-from radsearch.training.mmdl import (label_states, load_mmdl_config, paired_bootstrap,
+from radsearch.training.mmdl import (label_states, load_mmdl_config, noisy_training_targets,
+                                     paired_bootstrap,
                                      train_mmdl, training_reports)
 
 
@@ -99,3 +100,19 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert main(["mmdl", "train", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert f"hf:{tmp_path}/nope" in err and len(err.splitlines()) == 1
+
+
+def test_label_noise_swaps_whole_training_studies_only():
+    table = _cohort().table.copy()
+    table["labels"] = [f"{name}" for name in ["Edema", "Cardiomegaly", "Fracture", "Pneumonia",
+                                              "Edema", "Atelectasis", "No Finding",
+                                              "Pneumothorax"] for _ in range(2)]
+    table.loc[14:, "split"] = "test"
+    cohort = Cohort(table)
+    states = label_states(cohort)
+    noisy = noisy_training_targets(cohort, states, 1.0, seed=0)
+    np.testing.assert_array_equal(noisy[14:], states[14:])           # test rows stay clean
+    np.testing.assert_array_equal(noisy[0::2], noisy[1::2])          # a study stays one unit
+    assert noisy_training_targets(cohort, states, 0.0, 0) is states
+    train_sets = {tuple(np.nan_to_num(r)) for r in states[:14]}
+    assert all(tuple(np.nan_to_num(r)) in train_sets for r in noisy[:14])  # donors are studies

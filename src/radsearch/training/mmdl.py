@@ -50,6 +50,7 @@ class MMDLData(_Strict):
     shuffle_reports: bool = False                          # control: reports permuted over studies
     uncertain: Literal["u-zeros", "u-ones", "u-ignore"] = "u-zeros"
     pairing_seed: int = 0                                  # which studies keep their report
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)  # training studies whose labels are swapped
 
 
 class MMDLModelConfig(_Strict):
@@ -187,6 +188,32 @@ def training_reports(cohort: Cohort, fraction: float, shuffle: bool, seed: int) 
     return [text_of[s] if s in kept_set else "" for s in study]
 
 
+def noisy_training_targets(cohort: Cohort, states: np.ndarray, fraction: float, seed: int
+                           ) -> np.ndarray:
+    """Label noise for training only: a fraction of the training studies take the label states of
+    another (random) training study. Reports and the evaluation labels stay clean, so with noise
+    the reports carry information the training labels lack."""
+    if fraction <= 0:
+        return states
+    table = cohort.table
+    study = table["study"].astype(str).to_numpy() if cohort.has("study") \
+        else np.arange(len(table)).astype(str)
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    studies = sorted(set(study[train]))
+    rng = np.random.default_rng([seed, 17])
+    noisy = rng.permutation(len(studies))[: int(round(fraction * len(studies)))]
+    donors = rng.integers(0, len(studies), size=len(noisy))
+    first_row = {}
+    for i in train:
+        first_row.setdefault(study[i], i)
+    out = states.copy()
+    replace = {studies[a]: states[first_row[studies[b]]] for a, b in zip(noisy, donors)}
+    for i in train:
+        if study[i] in replace:
+            out[i] = replace[study[i]]
+    return out
+
+
 def _batch_tensor(images: np.ndarray, rows: np.ndarray, train: bool,
                   rng: np.random.Generator) -> torch.Tensor:
     """uint8 → float in [-1, 1] [B, 1, H, W]; training adds a ±4 px shift and gain/gamma jitter."""
@@ -267,7 +294,9 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
                           beta=L.beta, gamma=L.gamma, temperature=L.temperature,
                           text_label=L.text_label)
     criterion = MMDLLoss(weights)
-    targets_all, weights_all = label_targets(label_states(cohort), config.data.uncertain)
+    states = noisy_training_targets(cohort, label_states(cohort), config.data.label_noise,
+                                    config.data.pairing_seed)
+    targets_all, weights_all = label_targets(states, config.data.uncertain)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                  lr=config.train.lr, betas=(0.9, 0.999), eps=1e-8,
                                  weight_decay=config.train.weight_decay)
