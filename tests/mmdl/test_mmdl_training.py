@@ -11,7 +11,7 @@ from radsearch.cohort import Cohort
 from radsearch.errors import ConfigError
 from radsearch.synth import generate_chest
 from radsearch.training.mmdl import (label_states, load_mmdl_config, noisy_training_targets,
-                                     paired_bootstrap,
+                                     paired_bootstrap, report_label_recovery,
                                      train_mmdl, training_reports)
 
 
@@ -116,3 +116,19 @@ def test_label_noise_swaps_whole_training_studies_only():
     assert noisy_training_targets(cohort, states, 0.0, 0) is states
     train_sets = {tuple(np.nan_to_num(r)) for r in states[:14]}
     assert all(tuple(np.nan_to_num(r)) in train_sets for r in noisy[:14])  # donors are studies
+
+
+def test_report_label_recovery_separates_informative_from_uninformative_reports():
+    rng = np.random.default_rng(0)
+    names = ["Edema", "Cardiomegaly", "Pleural Effusion"]
+    rows = []
+    for i in range(120):
+        labels = [n for n in names if rng.random() < 0.4] or ["No Finding"]
+        rows.append({"image": f"{i}.png", "subject": f"P{i}", "time": 0.0, "study": f"s{i}",
+                     "split": "train" if i < 80 else "test", "labels": "|".join(labels),
+                     "report": " ".join(f"{n.lower()} present" for n in labels)})
+    informative = Cohort(pd.DataFrame(rows))
+    assert report_label_recovery(informative)["exact_match"] == 1.0
+    noise = informative.table.copy()
+    noise["report"] = [f"word{rng.integers(50)} word{rng.integers(50)}" for _ in range(120)]
+    assert report_label_recovery(Cohort(noise))["exact_match"] < 0.6

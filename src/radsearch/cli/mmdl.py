@@ -65,3 +65,17 @@ def compare_command(
     path = compare_mmdl(cfg, out, seeds=seeds, methods=methods, log=_log)
     console.print(path.read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"table: {path}", highlight=False)
+
+
+@mmdl_app.command("reports-vs-labels")
+def reports_vs_labels_command(
+    manifest: Path = typer.Argument(..., help="Cohort manifest with labels, split and report."),
+) -> None:
+    """How much of the labels the reports already state (TF-IDF + logistic regression, train →
+    test): near 1 means reports add little beyond the labels the image branch is trained on."""
+    from radsearch.cohort import Cohort
+    from radsearch.training.mmdl import report_label_recovery
+
+    scores = report_label_recovery(Cohort.load(manifest))
+    console.print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in scores.items()), highlight=False)

@@ -505,3 +505,42 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
         cells.append(f"{row['train_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report_label_recovery(cohort: Cohort, train: str = "train", test: str = "test"
+                          ) -> dict[str, float]:
+    """How much of the labels a report already says: TF-IDF (1–2-grams) + one logistic regression
+    per label fitted on the ``train`` reports, scored on the ``test`` reports (one per study).
+
+    Near-perfect recovery means a report adds (almost) nothing the training labels do not already
+    give — the label BCE sees the same information — so image+report training can only help
+    image retrieval through optimisation / regularisation, not through new information.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.multiclass import OneVsRestClassifier
+
+    table = cohort.table
+    if not cohort.has("report"):
+        raise DataError(f"{cohort.source}: no 'report' column.")
+    labels, _ = cohort.label_matrix(CHEXPERT_LABELS)
+    keep = table["report"].fillna("").astype(str).str.strip() != ""
+    if cohort.has("study"):
+        keep &= ~table["study"].duplicated()
+    split = table["split"].to_numpy()
+    tr = np.flatnonzero(keep.to_numpy() & (split == train))
+    te = np.flatnonzero(keep.to_numpy() & (split == test))
+    if not len(tr) or not len(te):
+        raise DataError(f"{cohort.source}: need reports in both the {train!r} and {test!r} splits.")
+    columns = labels[tr].any(0) & ~labels[tr].all(0)  # labels with both classes in training
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(table["report"].iloc[tr])
+    clf = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000))
+    clf.fit(vec.transform(table["report"].iloc[tr]), labels[tr][:, columns])
+    pred = clf.predict(vec.transform(table["report"].iloc[te]))
+    truth = labels[te][:, columns]
+    return {"n_train_reports": int(len(tr)), "n_test_reports": int(len(te)),
+            "n_labels": int(columns.sum()),
+            "exact_match": float((pred == truth).all(1).mean()),
+            "macro_f1": float(f1_score(truth, pred, average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0))}
