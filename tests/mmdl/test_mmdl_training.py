@@ -5,12 +5,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from radsearch.cli.main import main
 from radsearch.cohort import Cohort
 from radsearch.errors import ConfigError
 from radsearch.synth import generate_chest
-from radsearch.training.mmdl import (label_states, load_mmdl_config, noisy_training_targets,
+from radsearch.datasets.labels import CHEXPERT_LABELS
+from radsearch.evaluation import evaluate_diagnostic
+from radsearch.training.mmdl import (embed_all, embedding_spread, label_states, load_mmdl_run, load_mmdl_config, noisy_training_targets,
                                      paired_bootstrap, report_label_recovery,
                                      train_mmdl, training_reports)
 
@@ -85,6 +88,20 @@ def test_tiny_run_end_to_end(tmp_path):
     assert 0 < out["settings"]["n_train_with_report"] < out["settings"]["n_train"]
     assert set(out["text_to_image"]) >= {"P@1", "P@5", "P@10"}
     assert out["settings"]["text_encoder"]["kind"] == "tfidf"
+    # the saved run rebuilds the same model (TF-IDF refitted deterministically + weights)
+    model, config, _ = load_mmdl_run(tmp_path / "run", synth.cohort)
+    vectors, _ = embed_all(model, synth.images, "common", torch.device("cpu"))
+    result = evaluate_diagnostic(vectors, synth.cohort, classes=list(CHEXPERT_LABELS))
+    assert result.groups["all"]["mAP@10"] == pytest.approx(groups["mAP@10"], abs=1e-6)
+
+
+def test_embedding_spread_by_hand():
+    same = np.tile([[0.6, 0.8]], (4, 1))
+    assert embedding_spread(same)["mean_cosine"] == pytest.approx(1.0)
+    opposite = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    spread = embedding_spread(opposite)
+    assert spread["mean_cosine"] == pytest.approx(-1 / 3)  # (0·8 + (−1)·4) / 12
+    assert spread["effective_dims"] == pytest.approx(2.0)  # two equal eigenvalues
 
 
 def test_config_errors_are_one_line(tmp_path, capsys):

@@ -544,3 +544,34 @@ def report_label_recovery(cohort: Cohort, train: str = "train", test: str = "tes
             "exact_match": float((pred == truth).all(1).mean()),
             "macro_f1": float(f1_score(truth, pred, average="macro", zero_division=0)),
             "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0))}
+
+
+def load_mmdl_run(run_dir: str | Path, cohort: Cohort | None = None
+                  ) -> tuple[MMDLModel, MMDLConfig, Cohort]:
+    """The trained model of a run folder, rebuilt from its config (the text encoder's vocabulary is
+    refitted on the same training reports, which is deterministic) and its weights."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise DataError(f"{path}: no model; train the run first (radsearch mmdl train).")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    config = MMDLConfig.model_validate(saved["config"])
+    cohort = cohort or Cohort.load(config.data.manifest)
+    reports = training_reports(cohort, config.data.report_fraction, config.data.shuffle_reports,
+                               config.data.pairing_seed)
+    train_rows = np.flatnonzero(cohort.table["split"].to_numpy() == "train")
+    use_text = config.loss.kind == "mmdl" and config.data.report_fraction > 0
+    model = build_model(config, [reports[i] for i in train_rows] if use_text else None)
+    model.load_state_dict(saved["model"])
+    return model.eval(), config, cohort
+
+
+def embedding_spread(vectors: np.ndarray) -> dict[str, float]:
+    """Collapse check: mean pairwise cosine of unit vectors (1 = every item at one point) and the
+    participation ratio of their covariance spectrum (effective number of used dimensions)."""
+    x = np.asarray(vectors, np.float64)
+    n = len(x)
+    gram = x @ x.T
+    mean_cos = float((gram.sum() - np.trace(gram)) / max(n * (n - 1), 1))
+    eig = np.clip(np.linalg.eigvalsh(np.cov(x.T)), 0, None)
+    ratio = float(eig.sum() ** 2 / max((eig ** 2).sum(), 1e-300))
+    return {"mean_cosine": mean_cos, "effective_dims": ratio}
