@@ -9,13 +9,15 @@ import torch
 
 from radsearch.cli.main import main
 from radsearch.cohort import Cohort
-from radsearch.errors import ConfigError
-from radsearch.synth import generate_chest
 from radsearch.datasets.labels import CHEXPERT_LABELS
+from radsearch.errors import ConfigError
 from radsearch.evaluation import evaluate_diagnostic
-from radsearch.training.mmdl import (embed_all, embedding_spread, label_states, load_mmdl_run, load_mmdl_config, noisy_training_targets,
-                                     paired_bootstrap, report_label_recovery,
-                                     train_mmdl, training_reports)
+from radsearch.synth import generate_chest
+from radsearch.training.mmdl import (comparison_markdown, embed_all, embedding_spread,
+                                     label_states, load_mmdl_config, load_mmdl_run,
+                                     noisy_training_targets, paired_bootstrap,
+                                     report_label_recovery, summarise, train_mmdl,
+                                     training_reports)
 
 
 def _cohort() -> Cohort:
@@ -149,3 +151,27 @@ def test_report_label_recovery_separates_informative_from_uninformative_reports(
     noise = informative.table.copy()
     noise["report"] = [f"word{rng.integers(50)} word{rng.integers(50)}" for _ in range(120)]
     assert report_label_recovery(Cohort(noise))["exact_match"] < 0.6
+
+
+def _fake_run(shift: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    per_query = rng.random(40)
+    groups = {m: float(per_query.mean() + shift) for m in
+              ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "Acc@1", "Acc@5")}
+    return {"diagnostic": {"groups": {"all": groups}},
+            "per_query": {"mAP@10": (per_query + shift).tolist()},
+            "settings": {"n_train_with_report": 0, "train_seconds": 1.0}}
+
+
+def test_summary_differences_per_seed_and_markdown():
+    results = {"image": [_fake_run(0.0, s) for s in range(3)],
+               "report": [_fake_run(0.05, s) for s in range(3)]}
+    summary = summarise(results, "image", n_boot=200)
+    delta = summary["methods"]["report"]["delta mAP@10"]
+    assert delta["per_seed"] == pytest.approx([0.05] * 3)
+    assert delta["ci"] == pytest.approx([0.05, 0.05])
+    assert delta["every_seed"] and delta["ci_excludes_0"]
+    acc = summary["methods"]["report"]["delta Acc@1"]
+    assert acc["ci"] is None and acc["mean"] == pytest.approx(0.05)
+    table = comparison_markdown(summary)
+    assert "| report |" in table and "+0.050 [+0.050, +0.050]" in table
