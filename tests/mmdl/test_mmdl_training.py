@@ -175,3 +175,14 @@ def test_summary_differences_per_seed_and_markdown():
     assert acc["ci"] is None and acc["mean"] == pytest.approx(0.05)
     table = comparison_markdown(summary)
     assert "| report |" in table and "+0.050 [+0.050, +0.050]" in table
+
+
+def test_spread_command_on_a_saved_run(tmp_path, capsys):
+    synth = generate_chest(10, seed=5, image_size=32, out_dir=tmp_path / "cohort", workers=1)
+    cfg = load_mmdl_config(None, [f"data.manifest={synth.manifest}", "model.backbone=resnet18",
+                                  "model.dim=8", "model.hidden=8", "data.image_size=32",
+                                  "train.epochs=1", "train.batch_size=8"])
+    train_mmdl(cfg, tmp_path / "run", log=lambda m: None)
+    assert main(["mmdl", "spread", str(tmp_path / "run")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "mean cosine" in line and "effective dims" in line

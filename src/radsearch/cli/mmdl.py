@@ -79,3 +79,29 @@ def reports_vs_labels_command(
     scores = report_label_recovery(Cohort.load(manifest))
     console.print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in scores.items()), highlight=False)
+
+
+@mmdl_app.command("spread")
+def spread_command(
+    runs: list[Path] = typer.Argument(..., help="Run folders written by `radsearch mmdl`."),
+) -> None:
+    """Collapse check of each run's retrieval space on the test images: mean pairwise cosine (1 =
+    every image at one point) and the effective number of dimensions used."""
+    import numpy as np
+    import torch
+
+    from radsearch.training.mmdl import embed_all, embedding_spread, load_images, load_mmdl_run
+
+    cohort = images = None
+    size = None
+    for run in runs:
+        model, cfg, cohort = load_mmdl_run(run, cohort)
+        if images is None or size != cfg.data.image_size:
+            size = cfg.data.image_size
+            test = np.flatnonzero(cohort.table["split"].to_numpy() == "test")
+            images = load_images(cohort.subset(test), size)
+        space = "features" if cfg.loss.kind == "classifier" else "common"
+        vectors, _ = embed_all(model, images, space, torch.device("cpu"))
+        spread = embedding_spread(vectors)
+        console.print(f"{run}: mean cosine {spread['mean_cosine']:.3f}, effective dims "
+                      f"{spread['effective_dims']:.1f}", highlight=False)
