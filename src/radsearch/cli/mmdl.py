@@ -48,6 +48,8 @@ def compare_command(
     seeds: int = typer.Option(None, "--seeds", help="Seeds per method (default compare.seeds)."),
     only: str = typer.Option(None, "--only", help="Comma-separated subset of compare.methods "
                                                   "(e.g. to split the work over processes)."),
+    table_only: bool = typer.Option(False, "--table-only", help="Train nothing: tabulate the "
+                                    "methods whose seeds have all finished."),
 ) -> None:
     """Train every method × seed (finished runs are reused) and write the comparison table."""
     from radsearch.errors import ConfigError
@@ -62,7 +64,7 @@ def compare_command(
             raise ConfigError(f"--only {unknown[0]!r}: not in compare.methods "
                               f"({', '.join(methods)}).")
         methods = {n: methods[n] for n in names}
-    path = compare_mmdl(cfg, out, seeds=seeds, methods=methods, log=_log)
+    path = compare_mmdl(cfg, out, seeds=seeds, methods=methods, log=_log, train=not table_only)
     console.print(path.read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"table: {path}", highlight=False)
 

@@ -399,18 +399,28 @@ TABLE_METRICS = ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "Acc@1", "Acc@5")
 
 
 def compare_mmdl(config: MMDLConfig, out_dir: str | Path, seeds: int | None = None,
-                 methods: dict[str, list[str]] | None = None, log=print) -> Path:
+                 methods: dict[str, list[str]] | None = None, log=print,
+                 train: bool = True) -> Path:
     """Train every method × seed (a finished run is reused) and write ``comparison.md/json``
     (differences against ``compare.reference`` when it is among ``methods``, else the first).
 
     Seed s sets both ``train.seed`` and ``data.pairing_seed`` (which studies keep a report). Images
-    are decoded once for all runs.
+    are decoded once for all runs. ``train=False`` only tabulates the methods whose runs are all
+    finished (the others are named in the log).
     """
     out = Path(out_dir)
     methods = methods or config.compare.methods
     n_seeds = seeds or config.compare.seeds
     base = config.model_dump()
     cohort = images = None
+    if not train:
+        done = {n: o for n, o in methods.items()
+                if all((out / n / f"seed{s}" / "results.json").is_file() for s in range(n_seeds))}
+        for name in methods.keys() - done.keys():
+            log(f"left out (not every seed finished): {name}")
+        if not done:
+            raise DataError(f"{out}: no method has all {n_seeds} seeds finished.")
+        methods = done
     for name, overrides in methods.items():
         for seed in range(n_seeds):
             run = out / name / f"seed{seed}"
