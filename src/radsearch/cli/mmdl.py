@@ -48,6 +48,8 @@ def compare_command(
     seeds: int = typer.Option(None, "--seeds", help="Seeds per method (default compare.seeds)."),
     only: str = typer.Option(None, "--only", help="Comma-separated subset of compare.methods "
                                                   "(e.g. to split the work over processes)."),
+    table_only: bool = typer.Option(False, "--table-only", help="Train nothing: tabulate the "
+                                    "methods whose seeds have all finished."),
 ) -> None:
     """Train every method × seed (finished runs are reused) and write the comparison table."""
     from radsearch.errors import ConfigError
@@ -62,6 +64,46 @@ def compare_command(
             raise ConfigError(f"--only {unknown[0]!r}: not in compare.methods "
                               f"({', '.join(methods)}).")
         methods = {n: methods[n] for n in names}
-    path = compare_mmdl(cfg, out, seeds=seeds, methods=methods, log=_log)
+    path = compare_mmdl(cfg, out, seeds=seeds, methods=methods, log=_log, train=not table_only)
     console.print(path.read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"table: {path}", highlight=False)
+
+
+@mmdl_app.command("reports-vs-labels")
+def reports_vs_labels_command(
+    manifest: Path = typer.Argument(..., help="Cohort manifest with labels, split and report."),
+) -> None:
+    """How much of the labels the reports already state (TF-IDF + logistic regression, train →
+    test): near 1 means reports add little beyond the labels the image branch is trained on."""
+    from radsearch.cohort import Cohort
+    from radsearch.training.mmdl import report_label_recovery
+
+    scores = report_label_recovery(Cohort.load(manifest))
+    console.print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in scores.items()), highlight=False)
+
+
+@mmdl_app.command("spread")
+def spread_command(
+    runs: list[Path] = typer.Argument(..., help="Run folders written by `radsearch mmdl`."),
+) -> None:
+    """Collapse check of each run's retrieval space on the test images: mean pairwise cosine (1 =
+    every image at one point) and the effective number of dimensions used."""
+    import numpy as np
+    import torch
+
+    from radsearch.training.mmdl import embed_all, embedding_spread, load_images, load_mmdl_run
+
+    cohort = images = None
+    size = None
+    for run in runs:
+        model, cfg, cohort = load_mmdl_run(run, cohort)
+        if images is None or size != cfg.data.image_size:
+            size = cfg.data.image_size
+            test = np.flatnonzero(cohort.table["split"].to_numpy() == "test")
+            images = load_images(cohort.subset(test), size)
+        space = "features" if cfg.loss.kind == "classifier" else "common"
+        vectors, _ = embed_all(model, images, space, torch.device("cpu"))
+        spread = embedding_spread(vectors)
+        console.print(f"{run}: mean cosine {spread['mean_cosine']:.3f}, effective dims "
+                      f"{spread['effective_dims']:.1f}", highlight=False)

@@ -50,6 +50,7 @@ class MMDLData(_Strict):
     shuffle_reports: bool = False                          # control: reports permuted over studies
     uncertain: Literal["u-zeros", "u-ones", "u-ignore"] = "u-zeros"
     pairing_seed: int = 0                                  # which studies keep their report
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)  # training studies whose labels are swapped
 
 
 class MMDLModelConfig(_Strict):
@@ -187,6 +188,32 @@ def training_reports(cohort: Cohort, fraction: float, shuffle: bool, seed: int) 
     return [text_of[s] if s in kept_set else "" for s in study]
 
 
+def noisy_training_targets(cohort: Cohort, states: np.ndarray, fraction: float, seed: int
+                           ) -> np.ndarray:
+    """Label noise for training only: a fraction of the training studies take the label states of
+    another (random) training study. Reports and the evaluation labels stay clean, so with noise
+    the reports carry information the training labels lack."""
+    if fraction <= 0:
+        return states
+    table = cohort.table
+    study = table["study"].astype(str).to_numpy() if cohort.has("study") \
+        else np.arange(len(table)).astype(str)
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    studies = sorted(set(study[train]))
+    rng = np.random.default_rng([seed, 17])
+    noisy = rng.permutation(len(studies))[: int(round(fraction * len(studies)))]
+    donors = rng.integers(0, len(studies), size=len(noisy))
+    first_row = {}
+    for i in train:
+        first_row.setdefault(study[i], i)
+    out = states.copy()
+    replace = {studies[a]: states[first_row[studies[b]]] for a, b in zip(noisy, donors)}
+    for i in train:
+        if study[i] in replace:
+            out[i] = replace[study[i]]
+    return out
+
+
 def _batch_tensor(images: np.ndarray, rows: np.ndarray, train: bool,
                   rng: np.random.Generator) -> torch.Tensor:
     """uint8 → float in [-1, 1] [B, 1, H, W]; training adds a ±4 px shift and gain/gamma jitter."""
@@ -250,8 +277,6 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
         cohort = Cohort.load(config.data.manifest)
     if not cohort.has("split"):
         raise DataError(f"{cohort.source}: no 'split' column; MMDL needs train and test splits.")
-    if images is None:
-        images = load_images(cohort, config.data.image_size)
     device = resolve_device(config.train.device)
     split = cohort.table["split"].to_numpy()
     train_rows = np.flatnonzero(split == "train")
@@ -262,12 +287,16 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
     train_reports = [reports[i] for i in train_rows]
     use_text = config.loss.kind == "mmdl" and config.data.report_fraction > 0
     model = build_model(config, train_reports if use_text else None).to(device)
+    if images is None:  # after the model: a bad text.encoder fails before decoding images
+        images = load_images(cohort, config.data.image_size)
     L = config.loss
     weights = MMDLWeights(label=L.label, alpha=L.alpha if L.kind == "mmdl" else 0.0,
                           beta=L.beta, gamma=L.gamma, temperature=L.temperature,
                           text_label=L.text_label)
     criterion = MMDLLoss(weights)
-    targets_all, weights_all = label_targets(label_states(cohort), config.data.uncertain)
+    states = noisy_training_targets(cohort, label_states(cohort), config.data.label_noise,
+                                    config.data.pairing_seed)
+    targets_all, weights_all = label_targets(states, config.data.uncertain)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                  lr=config.train.lr, betas=(0.9, 0.999), eps=1e-8,
                                  weight_decay=config.train.weight_decay)
@@ -370,18 +399,28 @@ TABLE_METRICS = ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "Acc@1", "Acc@5")
 
 
 def compare_mmdl(config: MMDLConfig, out_dir: str | Path, seeds: int | None = None,
-                 methods: dict[str, list[str]] | None = None, log=print) -> Path:
+                 methods: dict[str, list[str]] | None = None, log=print,
+                 train: bool = True) -> Path:
     """Train every method × seed (a finished run is reused) and write ``comparison.md/json``
     (differences against ``compare.reference`` when it is among ``methods``, else the first).
 
     Seed s sets both ``train.seed`` and ``data.pairing_seed`` (which studies keep a report). Images
-    are decoded once for all runs.
+    are decoded once for all runs. ``train=False`` only tabulates the methods whose runs are all
+    finished (the others are named in the log).
     """
     out = Path(out_dir)
     methods = methods or config.compare.methods
     n_seeds = seeds or config.compare.seeds
     base = config.model_dump()
     cohort = images = None
+    if not train:
+        done = {n: o for n, o in methods.items()
+                if all((out / n / f"seed{s}" / "results.json").is_file() for s in range(n_seeds))}
+        for name in methods.keys() - done.keys():
+            log(f"left out (not every seed finished): {name}")
+        if not done:
+            raise DataError(f"{out}: no method has all {n_seeds} seeds finished.")
+        methods = done
     for name, overrides in methods.items():
         for seed in range(n_seeds):
             run = out / name / f"seed{seed}"
@@ -476,3 +515,73 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
         cells.append(f"{row['train_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report_label_recovery(cohort: Cohort, train: str = "train", test: str = "test"
+                          ) -> dict[str, float]:
+    """How much of the labels a report already says: TF-IDF (1–2-grams) + one logistic regression
+    per label fitted on the ``train`` reports, scored on the ``test`` reports (one per study).
+
+    Near-perfect recovery means a report adds (almost) nothing the training labels do not already
+    give — the label BCE sees the same information — so image+report training can only help
+    image retrieval through optimisation / regularisation, not through new information.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.multiclass import OneVsRestClassifier
+
+    table = cohort.table
+    if not cohort.has("report"):
+        raise DataError(f"{cohort.source}: no 'report' column.")
+    labels, _ = cohort.label_matrix(CHEXPERT_LABELS)
+    keep = table["report"].fillna("").astype(str).str.strip() != ""
+    if cohort.has("study"):
+        keep &= ~table["study"].duplicated()
+    split = table["split"].to_numpy()
+    tr = np.flatnonzero(keep.to_numpy() & (split == train))
+    te = np.flatnonzero(keep.to_numpy() & (split == test))
+    if not len(tr) or not len(te):
+        raise DataError(f"{cohort.source}: need reports in both the {train!r} and {test!r} splits.")
+    columns = labels[tr].any(0) & ~labels[tr].all(0)  # labels with both classes in training
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(table["report"].iloc[tr])
+    clf = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000))
+    clf.fit(vec.transform(table["report"].iloc[tr]), labels[tr][:, columns])
+    pred = clf.predict(vec.transform(table["report"].iloc[te]))
+    truth = labels[te][:, columns]
+    return {"n_train_reports": int(len(tr)), "n_test_reports": int(len(te)),
+            "n_labels": int(columns.sum()),
+            "exact_match": float((pred == truth).all(1).mean()),
+            "macro_f1": float(f1_score(truth, pred, average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0))}
+
+
+def load_mmdl_run(run_dir: str | Path, cohort: Cohort | None = None
+                  ) -> tuple[MMDLModel, MMDLConfig, Cohort]:
+    """The trained model of a run folder, rebuilt from its config (the text encoder's vocabulary is
+    refitted on the same training reports, which is deterministic) and its weights."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise DataError(f"{path}: no model; train the run first (radsearch mmdl train).")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    config = MMDLConfig.model_validate(saved["config"])
+    cohort = cohort or Cohort.load(config.data.manifest)
+    reports = training_reports(cohort, config.data.report_fraction, config.data.shuffle_reports,
+                               config.data.pairing_seed)
+    train_rows = np.flatnonzero(cohort.table["split"].to_numpy() == "train")
+    use_text = config.loss.kind == "mmdl" and config.data.report_fraction > 0
+    model = build_model(config, [reports[i] for i in train_rows] if use_text else None)
+    model.load_state_dict(saved["model"])
+    return model.eval(), config, cohort
+
+
+def embedding_spread(vectors: np.ndarray) -> dict[str, float]:
+    """Collapse check: mean pairwise cosine of unit vectors (1 = every item at one point) and the
+    participation ratio of their covariance spectrum (effective number of used dimensions)."""
+    x = np.asarray(vectors, np.float64)
+    n = len(x)
+    gram = x @ x.T
+    mean_cos = float((gram.sum() - np.trace(gram)) / max(n * (n - 1), 1))
+    eig = np.clip(np.linalg.eigvalsh(np.cov(x.T)), 0, None)
+    ratio = float(eig.sum() ** 2 / max((eig ** 2).sum(), 1e-300))
+    return {"mean_cosine": mean_cos, "effective_dims": ratio}
