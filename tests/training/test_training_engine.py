@@ -223,6 +223,10 @@ def test_cli_train_and_embed(knee_manifest, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("method:\n  name: Triplet\n")
     assert cli_main(["train", str(config), *args]) == 0
+    printed = capsys.readouterr().out
+    for row in ("Triplet (trained)", "chance (random ranking)", "raw pixels", "untrained network"):
+        assert row in printed, row
+    assert "precision: " in printed
     out = tmp_path / "emb.npz"
     assert cli_main(["embed", str(tmp_path / "cli"), str(knee_manifest), "--out", str(out)]) == 0
     saved = np.load(out, allow_pickle=False)
@@ -298,3 +302,19 @@ def test_embed_to_a_full_disk_is_one_line_and_exit_2(trained_run, tmp_path, caps
     code = cli_main(["embed", str(run_dir), str(knee_manifest), "--out", str(tmp_path / "e.npy")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "full" in err
+
+
+def test_load_embedder_gives_embed_run_vectors_for_loose_files(trained_run):
+    from radsearch.images import read_image
+    from radsearch.training.embed import load_embedder
+
+    _, _, run_dir = trained_run
+    test = default_eval_cohort(run_dir)
+    want = embed_run(run_dir, test)
+    embedder = load_embedder(run_dir, device="cpu", batch_size=5)
+    sides = list(test.table["side"]) if test.has("side") else None
+    got = embedder.embed_paths(test.image_paths(), sides=sides)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    arrays = embedder.embed_arrays([read_image(p) for p in test.image_paths()[:3]], sides[:3])
+    np.testing.assert_allclose(arrays, want[:3], atol=1e-5)
+    assert embedder.embedding_dim == want.shape[1]
