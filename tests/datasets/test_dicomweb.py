@@ -113,12 +113,12 @@ def dx_instance(patient_id: str, study_date: str, study_uid: str | None = None,
     ds.StudyDate, ds.StudyTime = study_date, "101500"
     block = ds.private_block(0x0011, "radsearch-test", create=True)
     block.add_new(0x01, "LO", "private note SECRET")
-    ds.Rows, ds.Columns = 32, 24
+    ds.Rows, ds.Columns = 48, 40
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    pixels = np.random.default_rng(seed).integers(0, 4096, (32, 24), dtype=np.uint16)
+    pixels = np.random.default_rng(seed).integers(0, 4096, (48, 40), dtype=np.uint16)
     ds.PixelData = pixels.tobytes()
     return ds
 
@@ -168,7 +168,7 @@ def test_ingest_resume_and_new_studies(orthanc, tmp_path, caplog):
         stored = pydicom.dcmread(path)
         original = by_sop[stored.SOPInstanceUID]
         np.testing.assert_array_equal(stored.pixel_array, original.pixel_array)
-        assert read_image(path).shape == (32, 24)
+        assert read_image(path).shape == (48, 40)
 
     # a new study on the PACS is picked up; nothing else is fetched again
     _store(orthanc, [dx_instance("MRN003", "20210505", seed=5)])
