@@ -16,7 +16,10 @@ ROOT = typer.main.get_command(app)
 PATHS = sorted(_command_paths(ROOT))
 
 
-def test_every_area_is_registered():
+def test_every_area_is_registered_once():
+    names = [command.name for command in app.registered_commands] + \
+        [group.name for group in app.registered_groups]
+    assert len(names) == len(set(names)), names
     top = {path[0] for path in PATHS}
     assert {"cohort", "synth", "evaluate", "train", "index", "search", "serve", "mmdl"} <= top
 

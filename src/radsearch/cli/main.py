@@ -40,7 +40,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 for module in (cohort, synth, evaluate, train, index_cli, search_cli, serve, mmdl):
     module.register(app)
-serve.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
