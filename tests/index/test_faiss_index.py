@@ -181,3 +181,18 @@ def test_a_failed_write_is_one_line_and_keeps_the_last_commit(tmp_path, monkeypa
     monkeypatch.undo()
     again = open_index(tmp_path / "ix")
     assert len(again) == 20 and again.verify() == []
+
+
+def test_filtered_search_survives_faiss_torch_utils(tmp_path):
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which replaces Index.search with
+    a version that takes no ``params`` — filtered exact and HNSW searches must still work."""
+    import faiss.contrib.torch_utils  # noqa: F401 — the global patch a training process has
+
+    vectors, items = random_items(200, dim=8)
+    for name, factory in (("flat", None), ("hnsw", "HNSW8")):
+        index = create_index(tmp_path / name, 8, factory=factory)
+        ids = index.add(vectors, items)
+        keep = np.array([it["view"] == "PA" for it in items])
+        found = index.search(vectors[:5], 5, ["view=PA"])
+        assert np.isin(found.ids, ids[keep]).all() and (found.ids >= 0).all()
+        index.close()

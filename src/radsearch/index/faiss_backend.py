@@ -30,6 +30,14 @@ REBUILD_TOMBSTONES = 0.2
 EF_SEARCH = 128          # HNSW candidate list at search time (recall vs speed)
 
 
+def _search(index, queries: np.ndarray, k: int, params=None):
+    """faiss search that survives ``faiss.contrib.torch_utils`` (imported by pytorch-metric-learning):
+    that module replaces ``Index.search`` with a torch-aware version without ``params`` and keeps
+    the original as ``search_numpy``."""
+    search = getattr(index, "search_numpy", index.search)
+    return search(queries, k) if params is None else search(queries, k, params=params)
+
+
 def _write_faiss(index, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -174,7 +182,7 @@ class FaissIndex(VectorIndex):
 
     def _exact(self, queries, k, allowed) -> Neighbours:
         if allowed is None:
-            scores, ids = self.exact.search(queries, k)
+            scores, ids = _search(self.exact, queries, k)
             return Neighbours(ids, np.where(ids >= 0, scores, -np.inf).astype(np.float32))
         if len(allowed) <= GATHER_FRACTION * len(self):
             vectors = self._get_vectors(allowed)
@@ -187,7 +195,7 @@ class FaissIndex(VectorIndex):
                 scores.append(s)
             return Neighbours(np.concatenate(ids), np.concatenate(scores))
         params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-        scores, ids = self.exact.search(queries, k, params=params)
+        scores, ids = _search(self.exact, queries, k, params)
         return Neighbours(ids, np.where(ids >= 0, scores, -np.inf).astype(np.float32))
 
     def _ann_params(self, selector, shortlist: int):
@@ -211,7 +219,7 @@ class FaissIndex(VectorIndex):
             self._bitmap = np.packbits(mask, bitorder="little")   # kept alive during the search
             selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(self._bitmap))
         params = self._ann_params(selector, shortlist)
-        _, labels = self.ann.search(queries, shortlist, params=params)
+        _, labels = _search(self.ann, queries, shortlist, params)
         ids = np.where(labels >= 0, self.ann_ids[np.maximum(labels, 0)], -1)
         valid = ids >= 0
         vectors = np.zeros((*ids.shape, self.dim), np.float32)
