@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
+from radsearch.cli.console import console
+
 mmdl_app = typer.Typer(help="Diagnostic retrieval with reports (MMDL): train, compare.",
                        no_args_is_help=True)
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _log(message: str) -> None:
-    console.print(message, highlight=False)
+    console().print(message, highlight=False)
 
 
 @mmdl_app.command("train")
@@ -35,7 +35,7 @@ def train_command(
     run = out or Path(cfg.run.out_dir)
     result = train_mmdl(cfg, run, log=_log)
     groups = result["diagnostic"]["groups"]["all"]
-    console.print(f"[green]done[/] {run}: " + ", ".join(f"{m} {groups[m]:.3f}"
+    console().print(f"[green]done[/] {run}: " + ", ".join(f"{m} {groups[m]:.3f}"
                                                         for m in TABLE_METRICS), highlight=False)
 
 
@@ -65,8 +65,8 @@ def compare_command(
                               f"({', '.join(methods)}).")
         methods = {n: methods[n] for n in names}
     path = compare_mmdl(cfg, out, seeds=seeds, methods=methods, log=_log, train=not table_only)
-    console.print(path.read_text(encoding="utf-8"), highlight=False, markup=False)
-    console.print(f"table: {path}", highlight=False)
+    console().print(path.read_text(encoding="utf-8"), highlight=False, markup=False)
+    console().print(f"table: {path}", highlight=False)
 
 
 @mmdl_app.command("reports-vs-labels")
@@ -79,7 +79,7 @@ def reports_vs_labels_command(
     from radsearch.training.mmdl import report_label_recovery
 
     scores = report_label_recovery(Cohort.load(manifest))
-    console.print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+    console().print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in scores.items()), highlight=False)
 
 
@@ -105,5 +105,5 @@ def spread_command(
         space = "features" if cfg.loss.kind == "classifier" else "common"
         vectors, _ = embed_all(model, images, space, torch.device("cpu"))
         spread = embedding_spread(vectors)
-        console.print(f"{run}: mean cosine {spread['mean_cosine']:.3f}, effective dims "
+        console().print(f"{run}: mean cosine {spread['mean_cosine']:.3f}, effective dims "
                       f"{spread['effective_dims']:.1f}", highlight=False)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
+from radsearch.cli.console import console
 
 
 def register(app: typer.Typer) -> None:
@@ -33,20 +31,20 @@ def train_command(
     cfg = load_config(config, overrides or [])
     main_process = os.environ.get("RANK", "0") == "0"   # torchrun: only rank 0 reports
     if main_process:
-        console.print(f"run folder: {cfg.run_dir()}")
-    run_dir = train(cfg, report=console.print if main_process else None)
+        console().print(f"run folder: {cfg.run_dir()}")
+    run_dir = train(cfg, report=console().print if main_process else None)
     if not main_process:
         return
     run = RunDir(run_dir)
     summary = run.read_json("summary")
-    console.print(f"[green]done[/] {run_dir}  best epoch {summary.get('best_epoch', -1) + 1}, "
+    console().print(f"[green]done[/] {run_dir}  best epoch {summary.get('best_epoch', -1) + 1}, "
                   f"val {cfg.val.metric} {summary.get(f'best_val_{cfg.val.metric}')}")
     if "test" in summary:
         rows = {f"{cfg.method.name} (trained)": summary["test"]}
         rows.update({name: result["groups"].get("all", {})
                      for name, result in run.read_json("references").items()})
         _print_metrics("test split, all years apart pooled", rows)
-    console.print(f"per-year results: `radsearch evaluate {run_dir}`")
+    console().print(f"per-year results: `radsearch evaluate {run_dir}`")
 
 
 def embed_command(
@@ -79,7 +77,7 @@ def embed_command(
             np.savez(fh, embeddings=embeddings,
                      image=np.array([str(p) for p in cohort.image_paths()]),
                      subject=cohort.subjects.astype(str))
-    console.print(f"{embeddings.shape[0]} × {embeddings.shape[1]} embeddings → {out}")
+    console().print(f"{embeddings.shape[0]} × {embeddings.shape[1]} embeddings → {out}")
 
 
 def compare_command(
@@ -101,9 +99,9 @@ def compare_command(
     cfg = load_config(config, overrides or [])
     names = _split_methods(methods) if methods else list(cfg.compare.methods)
     path = compare(cfg, names, seeds or cfg.compare.seeds, out,
-                   on_run=lambda m, s, d: console.print(f"[green]✓[/] {m} seed {s}: {d}"))
-    console.print(path.read_text(encoding="utf-8"), markup=False)
-    console.print(f"table: {path}")
+                   on_run=lambda m, s, d: console().print(f"[green]✓[/] {m} seed {s}: {d}"))
+    console().print(path.read_text(encoding="utf-8"), markup=False)
+    console().print(f"table: {path}")
 
 
 def demo_command(
@@ -116,8 +114,8 @@ def demo_command(
     demo/report.md (with chance, raw-pixel and untrained-network rows)."""
     from radsearch.reporting.demo import run_demo
 
-    report = run_demo(out, config=config, overrides=overrides or [], console=console)
-    console.print(f"[bold green]report:[/] {report}")
+    report = run_demo(out, config=config, overrides=overrides or [], console=console())
+    console().print(f"[bold green]report:[/] {report}")
 
 
 def _print_metrics(title: str, rows: dict[str, dict]) -> None:
@@ -131,7 +129,7 @@ def _print_metrics(title: str, rows: dict[str, dict]) -> None:
     for name, metrics in rows.items():
         table.add_row(name, *[("–" if k not in metrics else str(int(metrics[k]))
                                if k == "n_queries" else f"{100 * metrics[k]:.1f}") for k in keys])
-    console.print(table)
+    console().print(table)
 
 
 def _split_methods(text: str) -> list[str]:
