@@ -1,119 +1,123 @@
-"""Training-step throughput on CPU with the real data pipeline, and the share spent waiting for data.
+"""CPU training-step throughput of the recipe's options against fp32 ResNet-18, in the same run.
 
-Pipeline: knee PNGs on disk → CohortDataset (decode) → train transforms → MPerSubjectBatchSampler →
-DataLoader(workers) → ResNet-18 step with AdaTriplet-AM. Reference in the same run: the same step on
-batches already in memory (compute only). Data-wait share = time blocked on the loader / step time.
+Compute: backbone (ResNet-18, cnn9, cnn9-small) × precision (fp32, bf16 autocast) × memory layout
+(contiguous, channels_last), forward + AdaTriplet-AM loss + backward + Adam on one batch of
+P × m grey images. Every option is timed in interleaved rounds (one step each per round, the
+median kept), so load from other processes hits all options alike; the ratio to fp32 ResNet-18
+is the figure to compare across runs. Data: producing one augmented training batch from uint8
+images in memory (radsearch.data.batches) against the per-image torchvision pipeline on the same
+images (radsearch.data.build_transforms, as a DataLoader with 0 workers would).
 
-    python -m benchmarks.train_step [--image-size 128] [--steps 6] [--workers 0 2]
+    python -m benchmarks.train_step [--image-size 64] [--rounds 5] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import statistics
 import time
-from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from benchmarks._report import machine_line, record
 
+OPTIONS = [("resnet18", "fp32", False), ("resnet18", "bf16", False), ("resnet18", "bf16", True),
+           ("cnn9", "fp32", False), ("cnn9", "fp32", True), ("cnn9", "bf16", False),
+           ("cnn9", "bf16", True), ("cnn9-small", "bf16", False)]
 
-def build(image_size: int, embedding_dim: int = 128):
+
+def make_step(name: str, precision: str, channels_last: bool, size: int, p: int, m: int):
     from radsearch.losses import build_method
     from radsearch.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("resnet18", embedding_dim=embedding_dim, weights="none")
-    method = build_method("AdaTriplet-AM", preset="oai", embedding_dim=embedding_dim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    return model, method, optimizer
-
-
-def step(model, method, optimizer, images, labels) -> None:
     from radsearch.training.engine import train_step
 
-    train_step(model, method, optimizer, images, labels)
+    torch.manual_seed(0)
+    model = create_model(name, embedding_dim=128)
+    images = torch.randn(p * m, 1, size, size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.arange(p).repeat_interleave(m)
+    method = build_method("AdaTriplet-AM")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> float:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else None
+        return train_step(model, method, optimizer, images, labels, autocast=autocast)
+
+    return step
 
 
-def run_pipeline(cohort, image_size: int, workers: int, steps: int, p: int, m: int):
-    from radsearch.data import CohortDataset, MPerSubjectBatchSampler, build_transforms, seed_worker
-
-    model, method, optimizer = build(image_size)
-    dataset = CohortDataset(cohort, transform=build_transforms("oai", train=True,
-                                                                image_size=image_size,
-                                                                resize=image_size * 280 // 256),
-                            mirror_right=True)
-    sampler = MPerSubjectBatchSampler(cohort.subject_codes(), m=m, subjects_per_batch=p, seed=0)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                        worker_init_fn=seed_worker if workers else None,
-                        prefetch_factor=4 if workers else None)
-    iterator = iter(loader)
-    images, labels, _ = next(iterator)       # warm-up: worker start, first batch, allocator
-    step(model, method, optimizer, images, labels)
-    wait = compute = 0.0
-    n_images = 0
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        images, labels, _ = next(iterator)
-        t1 = time.perf_counter()
-        step(model, method, optimizer, images, labels)
-        t2 = time.perf_counter()
-        wait += t1 - t0
-        compute += t2 - t1
-        n_images += len(labels)
-    del iterator
-    return n_images / (wait + compute), wait / (wait + compute), images, labels
+def time_interleaved(steps: dict, rounds: int) -> dict:
+    times: dict = {k: [] for k in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            started = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - started)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
-def run_compute_only(images, labels, image_size: int, steps: int) -> float:
-    model, method, optimizer = build(image_size)
-    step(model, method, optimizer, images, labels)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step(model, method, optimizer, images, labels)
-    return steps * len(labels) / (time.perf_counter() - started)
+def data_paths(size: int, resize: int, p: int, m: int, rounds: int):
+    import numpy as np
+
+    from radsearch.data import build_transforms
+    from radsearch.data.batches import BatchAugment
+
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.integers(0, 256, (p * m, resize, resize), dtype=np.uint8))
+    batched = BatchAugment(size, 0.5, 0.3, train=True)
+    per_image = build_transforms("oai", train=True, image_size=size, resize=resize, mean=0.5,
+                                 std=0.3)
+
+    def one_by_one():
+        return torch.stack([per_image(pixels[i][None].float() / 255) for i in range(len(pixels))])
+
+    batched(pixels), one_by_one()   # warm-up
+    return time_interleaved({"batched (in memory, uint8)": lambda: batched(pixels),
+                             "per image (torchvision v2)": one_by_one}, rounds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--subjects", type=int, default=8, help="subjects per batch (P)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--subjects", type=int, default=32, help="subjects per batch (P)")
     parser.add_argument("--m", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from radsearch.cohort import Cohort
-    from radsearch.synth import generate_knee
+    from radsearch.training.precision import cpu_bf16_native
 
-    with tempfile.TemporaryDirectory() as tmp:
-        generate_knee(40, seed=0, image_size=args.image_size * 300 // 256, out_dir=tmp)
-        cohort = Cohort.load(Path(tmp) / "manifest.csv").split("train")
-        rows = []
-        for workers in args.workers:
-            ips, wait, images, labels = run_pipeline(cohort, args.image_size, workers,
-                                                     args.steps, args.subjects, args.m)
-            reference = run_compute_only(images, labels, args.image_size, args.steps)
-            rows.append((workers, ips, reference, wait))
-    batch = args.subjects * args.m
-    lines = [f"ResNet-18 + AdaTriplet-AM training step, batch {batch} = {args.subjects} × {args.m}, "
-             f"{args.image_size}² grey input, PNG decode + train augmentations, CPU, "
-             f"{args.threads} torch thread(s) in the main process; {args.steps} timed steps "
-             f"after one warm-up. Machine: {machine_line()}.", "",
-             "| loader workers | images/s (pipeline) | images/s (compute only, reference) | ratio "
-             "| data-wait share |", "|---|---|---|---|---|"]
-    for workers, ips, reference, wait in rows:
-        lines.append(f"| {workers} | {ips:.1f} | {reference:.1f} | {ips / reference:.2f} | "
-                     f"{100 * wait:.1f}% |")
-    lines += ["", "Target: data-wait share < 10% with 2 workers. No GPU figures: none was "
-              "available for this run."]
+    size, batch = args.image_size, args.subjects * args.m
+    steps = {}
+    for option in OPTIONS:
+        steps[option] = make_step(*option, size, args.subjects, args.m)
+        steps[option]()   # warm-up (oneDNN primitive creation)
+    medians = time_interleaved(steps, args.rounds)
+    reference = medians[OPTIONS[0]]
+    lines = [f"Forward + AdaTriplet-AM + backward + Adam, batch {batch} = {args.subjects} × "
+             f"{args.m}, {size}² grey input, {args.threads} torch thread(s); median of "
+             f"{args.rounds} interleaved rounds after one warm-up step each. Native bf16 "
+             f"(oneDNN): {cpu_bf16_native()}. Machine: {machine_line()}.", "",
+             "| backbone | precision | channels_last | s / step | images/s | × fp32 ResNet-18 |",
+             "|---|---|---|---|---|---|"]
+    for (name, precision, layout), seconds in medians.items():
+        lines.append(f"| {name} | {precision} | {'yes' if layout else 'no'} | {seconds:.3f} | "
+                     f"{batch / seconds:.0f} | {reference / seconds:.2f} |")
+    data = data_paths(size, size * 9 // 8, args.subjects, args.m, args.rounds)
+    per_image = data["per image (torchvision v2)"]
+    lines += ["", f"Producing one augmented batch of {batch} at {size}² (noise, rotation, crop, "
+              "gamma, normalisation) from images already decoded:", "",
+              "| data path | ms / batch | × per-image |", "|---|---|---|"]
+    for name, seconds in data.items():
+        lines.append(f"| {name} | {1000 * seconds:.1f} | {per_image / seconds:.1f} |")
+    lines += ["", "No GPU figures: no GPU was lent to this task (the AMP / channels_last / NCCL "
+              "GPU paths have not been run)."]
     body = "\n".join(lines)
     print(body)
-    record("train_step", "Training step throughput (CPU)",
-           "python -m benchmarks.train_step", body)
+    record("train_step", "Training step throughput (CPU): backbones, precision, layout, data path",
+           f"python -m benchmarks.train_step --image-size {size} --threads {args.threads}", body)
 
 
 if __name__ == "__main__":

@@ -123,3 +123,62 @@ def test_missing_cells_become_empty_text():
     cohort = Cohort(table)
     assert cohort.table["split"].tolist() == ["train", ""]
     assert cohort.table["view"].tolist() == ["", "PA"]
+
+
+# ------------------------------------------------------ issue 8, item 2: silent wrong results
+def test_a_time_column_holding_dates_is_refused_with_a_pointer_to_date(tmp_path):
+    table = pd.DataFrame({"image": ["a.png", "b.png"], "subject": ["P1", "P1"],
+                          "time": pd.to_datetime(["2020-01-01", "2022-01-01"])})
+    table.to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(ManifestError, match=r"column 'time'.*dates.*--date"):
+        Cohort.load(tmp_path / "m.parquet")
+    with pytest.raises(ManifestError, match=r"line 2, column 'time'.*date.*--date"):
+        Cohort.load(_write(tmp_path / "m.csv", "image,subject,time\na.png,P1,2020-01-01\n"))
+
+
+@pytest.mark.parametrize("spelling", ["./a.png", "sub/../a.png", "{root}/a.png"])
+def test_one_file_under_two_spellings_is_a_duplicate(tmp_path, spelling):
+    second = spelling.format(root=tmp_path)
+    path = _write(tmp_path / "m.csv", f"image,subject,time\na.png,P1,0\n{second},P1,1\n")
+    with pytest.raises(ManifestError, match=r"line 3, column 'image'.*same file as line 2"):
+        Cohort.load(path)
+
+
+def test_paths_escaping_the_manifest_folder_are_listed(tmp_path):
+    (tmp_path / "in").mkdir()
+    path = _write(tmp_path / "in" / "m.csv", "image,subject,time\na.png,P1,0\n"
+                  "../../etc/passwd,P1,1\n/etc/shadow,P2,0\nsub/../b.png,P2,1\n")
+    cohort = Cohort.load(path)
+    assert cohort.outside_root().tolist() == [1, 2]
+    with pytest.raises(ManifestError, match=r"line 3, column 'image'.*outside"):
+        cohort.require_inside_root()
+    assert Cohort.load(path).subset([0, 3]).require_inside_root() is None
+
+
+def test_parquet_positions_are_rows_not_lines(tmp_path):
+    pd.DataFrame({"image": ["a.png", "b.png"], "subject": ["P1", "P1"],
+                  "time": ["0", "soon"]}).to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(ManifestError, match=r"m.parquet, row 1, column 'time'"):
+        Cohort.load(tmp_path / "m.parquet")
+
+
+def test_clear_cohort_folder_refuses_or_removes_only_the_listed_images(tmp_path):
+    # issue 8: the overwrite rule lived only in `radsearch synth`
+    from radsearch.cohort import clear_cohort_folder
+    from radsearch.errors import ConfigError
+
+    out = tmp_path / "cohort"
+    clear_cohort_folder(out, overwrite=False)  # missing or empty: nothing to do
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "1.png").write_bytes(b"x")
+    (out / "notes.txt").write_text("mine")
+    _write(out / "manifest.csv", "image,subject,time\na/1.png,P1,0\n../outside.png,P1,1\n")
+    (tmp_path / "outside.png").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not empty.*--overwrite"):
+        clear_cohort_folder(out, overwrite=False)
+    clear_cohort_folder(out, overwrite=True)
+    assert sorted(p.name for p in out.rglob("*")) == ["a", "notes.txt"]
+    assert (tmp_path / "outside.png").exists()  # never outside the folder
+    _write(tmp_path / "file", "x")
+    with pytest.raises(ConfigError, match="is a file"):
+        clear_cohort_folder(tmp_path / "file", overwrite=True)

@@ -8,6 +8,7 @@ load time with the file, line and column named.
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radsearch.errors import ManifestError
+from radsearch.errors import ConfigError, ManifestError
 from radsearch.io import atomic_path
 
 REQUIRED_COLUMNS = ("image", "subject", "time")
@@ -39,7 +40,7 @@ class Cohort:
                  source: str = "in-memory table"):
         self.source = source
         self.root = Path(root) if root is not None else None
-        self.table = _validate(table, source)
+        self.table = _validate(table, source, self.root)
 
     # ------------------------------------------------------------------ I/O
     @classmethod
@@ -101,6 +102,29 @@ class Cohort:
             p = Path(image)
             out.append(p if p.is_absolute() or root is None else root / p)
         return out
+
+    def outside_root(self) -> np.ndarray:
+        """Row positions whose image lies outside the manifest's folder (``../..``, absolute paths).
+
+        Paths are compared after normalisation, without following links. Adapters given
+        ``--images /elsewhere`` write such paths on purpose; a service must not read them.
+        """
+        if self.root is None:
+            return np.flatnonzero(np.zeros(len(self), dtype=bool))
+        root = os.path.normpath(os.path.abspath(self.root))
+        prefix = root.rstrip(os.sep) + os.sep
+        inside = [p == root or p.startswith(prefix) for p in _normal_paths(self.table["image"],
+                                                                           self.root)]
+        return np.flatnonzero(~np.asarray(inside, dtype=bool))
+
+    def require_inside_root(self) -> None:
+        """Raise ManifestError naming the first row whose image lies outside the manifest's folder."""
+        rows = self.outside_root()
+        if len(rows):
+            raise ManifestError(f"{_where(self.source, int(rows[0]))}, column 'image': "
+                                f"{self.table['image'].iloc[rows[0]]!r} lies outside the "
+                                f"manifest's folder {self.root} ({len(rows)} row(s) in all); "
+                                "only images inside it may be read here.")
 
     @property
     def subjects(self) -> np.ndarray:
@@ -186,15 +210,53 @@ class Cohort:
         return out
 
 
+def clear_cohort_folder(out: str | os.PathLike, overwrite: bool,
+                        manifest_name: str = "manifest.csv") -> None:
+    """Make ``out`` ready for a new cohort: refuse to mix two cohorts in one folder.
+
+    A missing or empty folder is fine. Otherwise ``overwrite`` is required, and then only the
+    images its manifest lists (inside the folder) and the manifest are removed — never other
+    files, never anything outside it.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder (it is created if missing).")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(f"--out {out}: the folder is not empty; choose a new folder, or pass "
+                          "--overwrite to replace the cohort there (only the images listed in its "
+                          f"{manifest_name} are removed).")
+    manifest = out / manifest_name
+    if manifest.is_file():
+        old = Cohort.load(manifest)
+        inside = np.ones(len(old), dtype=bool)
+        inside[old.outside_root()] = False
+        for path, keep in zip(old.image_paths(), inside):
+            if keep and path.is_file():
+                path.unlink()
+        manifest.unlink()
+
+
 # ---------------------------------------------------------------- validation
-def _where(source: str, row: int) -> str:
-    """Human position of a row: CSV line numbers count the header as line 1."""
-    if source.endswith((".csv", ".csv.gz")):
+def where(source: str | os.PathLike, row: int) -> str:
+    """Human position of a row: text tables count lines (the header is line 1), others rows."""
+    source = os.fspath(source)
+    if source.lower().removesuffix(".gz").endswith((".csv", ".tsv", ".txt")):
         return f"{source}, line {row + 2}"
     return f"{source}, row {row}"
 
 
-def _validate(table: pd.DataFrame, source: str) -> pd.DataFrame:
+_where = where
+
+
+def _normal_paths(images: pd.Series, root: Path | None) -> list[str]:
+    """Absolute, normalised spellings (``./a.png``, ``x/../a.png`` and ``/root/a.png`` agree)."""
+    base = os.path.abspath(root if root is not None else os.curdir)
+    return [os.path.normpath(os.path.join(base, p)) for p in images]
+
+
+def _validate(table: pd.DataFrame, source: str, root: Path | None = None) -> pd.DataFrame:
     if not isinstance(table, pd.DataFrame):
         raise ManifestError(f"{source}: expected a pandas DataFrame, got {type(table).__name__}.")
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
@@ -221,12 +283,26 @@ def _validate(table: pd.DataFrame, source: str) -> pd.DataFrame:
         raise ManifestError(f"{_where(source, int(rows[1]))}, column 'image': "
                             f"{table['image'].iloc[rows[1]]!r} also appears at "
                             f"{_where(source, int(rows[0]))}; each image must be listed once.")
+    # relative paths without '.', '..' or '//' segments are already normal: the plain check suffices
+    blob = "\n" + "\n".join(table["image"])  # one string search instead of per-row checks
+    unusual = any(text in blob for text in ("/.", "//", "\\", "\n.", "\n/"))
+    normal = pd.Series(_normal_paths(table["image"], root)) if unusual else None
+    dup = normal.duplicated(keep=False).to_numpy() if normal is not None else np.zeros(0, bool)
+    if dup.any():
+        first = normal[dup].groupby(normal[dup]).head(2).index[:2]
+        raise ManifestError(f"{_where(source, int(first[1]))}, column 'image': "
+                            f"{table['image'].iloc[first[1]]!r} is the same file as "
+                            f"{_where(source, int(first[0])).rsplit(', ', 1)[-1]} "
+                            f"({table['image'].iloc[first[0]]!r}); each image must be listed once.")
 
+    _refuse_dates(table["time"], source)
     time = pd.to_numeric(table["time"], errors="coerce")
     bad = np.flatnonzero(~np.isfinite(time.to_numpy(dtype=np.float64, na_value=np.nan)))
     if len(bad):
+        value = table["time"].iloc[bad[0]]
+        hint = f" It is a date: {DATE_HINT}" if _is_date_text(value) else ""
         raise ManifestError(f"{_where(source, int(bad[0]))}, column 'time': "
-                            f"{table['time'].iloc[bad[0]]!r} is not a finite number of years.")
+                            f"{value!r} is not a finite number of years.{hint}")
     table["time"] = time.astype(np.float64)
 
     _check_choices(table, "split", SPLITS, source)
@@ -238,6 +314,25 @@ def _validate(table: pd.DataFrame, source: str) -> pd.DataFrame:
             if converted.notna().all() and len(converted):
                 table[column] = converted
     return table
+
+
+DATE_HINT = ("build the manifest with `radsearch cohort from-table TABLE --date COLUMN` (time = "
+             "years since the subject's first date).")
+
+
+def _refuse_dates(time: pd.Series, source: str) -> None:
+    """Dates in ``time`` would become nanoseconds since 1970 read as years: refuse them."""
+    if (pd.api.types.is_datetime64_any_dtype(time) or pd.api.types.is_timedelta64_dtype(time)
+            or (len(time) and isinstance(time.iloc[0], (pd.Timestamp, np.datetime64,
+                                                         _dt.date)))):
+        raise ManifestError(f"{source}, column 'time': holds dates ({time.dtype}), not years; "
+                            f"{DATE_HINT}")
+
+
+def _is_date_text(value: object) -> bool:
+    if not isinstance(value, str) or not any(sep in value for sep in "-/.:"):
+        return False
+    return not pd.isna(pd.to_datetime(value, errors="coerce"))
 
 
 def _as_text(column: pd.Series, name: str, source: str) -> pd.Series:

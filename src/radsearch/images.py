@@ -56,6 +56,63 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(image, dtype=np.float32)
 
 
+def check_image(path: str | os.PathLike, full: bool = False) -> str | None:
+    """None when the file looks like a whole image, else a one-line reason (no exception).
+
+    Cheap by default: the header must identify an image and the structure must be complete (PNG
+    chunks and checksums via Pillow's ``verify``, the JPEG end-of-image marker, DICOM pixel data
+    as long as Rows × Columns × samples × bits say). ``full=True`` decodes with ``read_image``.
+    """
+    path = Path(path)
+    try:
+        if full or not path.is_file() or path.stat().st_size == 0:
+            read_image(path)
+            return None
+        if _looks_like_dicom(path):
+            return _check_dicom(path)
+        try:
+            with Image.open(path) as img:
+                kind = img.format
+                img.verify()
+        except UnidentifiedImageError:
+            read_image(path)  # DICOM without preamble, or "not an image"
+            return None
+        if kind == "JPEG" and not _ends_with(path, b"\xff\xd9"):
+            return "truncated JPEG (no end-of-image marker); re-copy or re-export it"
+        return None
+    except ImageReadError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    except Exception as exc:  # noqa: BLE001 — Pillow / pydicom raise many types for bad bytes
+        return f"cannot read the image ({type(exc).__name__}: {exc}); the file is truncated or " \
+               "corrupt"
+
+
+def _ends_with(path: Path, tail: bytes) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-len(tail), os.SEEK_END)
+        return fh.read() == tail
+
+
+def _check_dicom(path: Path) -> str | None:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:  # noqa: BLE001
+        return f"cannot parse as DICOM ({exc}); the file is truncated or not DICOM"
+    if "PixelData" not in ds:
+        return "DICOM file has no pixel data"
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        expected = (int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
+                    * int(ds.get("SamplesPerPixel", 1)) * int(ds.get("NumberOfFrames", 1) or 1)
+                    * int(ds.get("BitsAllocated", 16)) + 7) // 8
+        if len(ds.PixelData) < expected:
+            return (f"DICOM pixel data truncated ({len(ds.PixelData)} of {expected} bytes); "
+                    "re-copy or re-export it")
+    return None
+
+
 # ------------------------------------------------------------------ Pillow
 # Divisor that maps each Pillow greyscale mode onto [0, 1].
 _PILLOW_SCALE = {"1": 1.0, "L": 255.0, "P": 255.0, "I;16": 65535.0, "I;16L": 65535.0,
@@ -156,9 +213,8 @@ def _dicom_to_unit(ds, path: Path) -> np.ndarray:
             stored = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 — missing decoder plugin, truncated pixel data...
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        hint = (f" (transfer syntax {syntax.name}; JPEG 2000 needs pylibjpeg and "
-                "pylibjpeg-openjpeg)" if syntax is not None else "")
-        raise ImageReadError(f"{path}: cannot decode DICOM pixel data{hint}: {exc}") from exc
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data"
+                             f"{_decoder_cause(syntax, exc)}") from exc
 
     low, high = _modality_range(ds)
     values = apply_modality_lut(stored, ds)
@@ -178,6 +234,28 @@ def _dicom_to_unit(ds, path: Path) -> np.ndarray:
     if photometric == "MONOCHROME1":  # minimum value shown white: invert so 1 is always white
         unit = 1.0 - unit
     return unit.astype(np.float32)
+
+
+def _decoder_cause(syntax, exc: Exception) -> str:
+    """One line: the transfer syntax, what went wrong and the decoder package it needs.
+
+    pydicom lists every plugin's complaint over several lines ("SIZ marker length must be at
+    least 38"); inside a DataLoader worker only that text used to reach the user.
+    """
+    from pydicom import uid
+
+    text = " ".join(str(exc).split())
+    if syntax is None:
+        return f": {text}"
+    needs = ("pylibjpeg + pylibjpeg-openjpeg" if syntax in uid.JPEG2000TransferSyntaxes else
+             "pylibjpeg + pylibjpeg-libjpeg (or pyjpegls)" if syntax in uid.JPEGLSTransferSyntaxes
+             else "pylibjpeg + pylibjpeg-libjpeg (or Pillow)" if syntax in uid.JPEGTransferSyntaxes
+             else "pylibjpeg + pylibjpeg-rle" if syntax in uid.RLETransferSyntaxes else None)
+    if "missing dependencies" in text or "no pixel data handler" in text.lower():
+        install = f"install {needs}" if needs else "no installed decoder supports it"
+        return f" ({syntax.name}): no decoder installed; {install}. ({text})"
+    return (f" ({syntax.name}): the compressed pixel data are corrupt or truncated; re-export the "
+            f"file. Decoder said: {text}")
 
 
 def _modality_range(ds) -> tuple[float, float]:

@@ -163,3 +163,70 @@ def test_dataset_pickles_for_spawned_workers():
     a = dataset[3][0]
     torch.manual_seed(5)
     assert torch.equal(clone[3][0], a)
+
+
+def test_images_smaller_than_the_network_input_are_refused_naming_the_file(tmp_path):
+    # issue 8: a 1×1 file was silently upsampled to a flat image
+    cohort = _cohort(n_subjects=2, per_subject=2, root=tmp_path)
+    _write_pngs(cohort, _images(len(cohort)))
+    Image.fromarray(np.zeros((1, 1), dtype=np.uint8)).save(tmp_path / "s1_v0.png")
+    dataset = CohortDataset(cohort, transform=build_transforms("oai", train=False, image_size=32,
+                                                               resize=36))
+    dataset[0]
+    with pytest.raises(ImageReadError, match=r"s1_v0.png: 1×1 pixels.*smaller than the 32"):
+        dataset[2]
+
+
+def _compressed_dicom(path, syntax) -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51\x00\x05corrupt"])  # a J2K header cut short
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_decoder_errors_in_workers_keep_the_file_and_one_line(tmp_path, num_workers):
+    # issue 8: a corrupt JPEG 2000 read in a worker surfaced as "SIZ marker length must be at least
+    # 38", the file buried in a multi-line traceback text
+    from pydicom.uid import JPEG2000Lossless
+
+    cohort = Cohort(pd.DataFrame({"image": ["a.dcm", "bad.dcm"], "subject": ["P1", "P1"],
+                                  "time": [0.0, 1.0]}), root=tmp_path)
+    _compressed_dicom(tmp_path / "a.dcm", JPEG2000Lossless)
+    _compressed_dicom(tmp_path / "bad.dcm", JPEG2000Lossless)
+    loader = DataLoader(CohortDataset(cohort), batch_size=1, num_workers=num_workers)
+    with pytest.raises(ImageReadError) as info:
+        next(iter(loader))
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert message.startswith(f"{tmp_path / 'a.dcm'}: cannot decode DICOM pixel data")
+    assert "JPEG 2000" in message and "corrupt" in message
+
+
+def test_a_missing_jpeg_ls_decoder_names_the_right_plugin(tmp_path):
+    from pydicom.uid import JPEGLSLossless
+
+    _compressed_dicom(tmp_path / "ls.dcm", JPEGLSLossless)
+    try:
+        import jpeg_ls  # noqa: F401  (pyjpegls)
+        pytest.skip("a JPEG-LS decoder is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ImageReadError) as info:
+        read_image(tmp_path / "ls.dcm")
+    message = str(info.value)
+    assert "\n" not in message and "JPEG-LS" in message
+    assert "pylibjpeg-libjpeg" in message and "openjpeg" not in message

@@ -152,3 +152,14 @@ def test_works_as_dataloader_batch_sampler():
     rows, labels = next(iter(loader))
     assert rows.tolist() == sampler.global_batches(0)[0][0]
     assert torch.equal(labels, torch.as_tensor(codes)[rows])
+
+
+def test_short_subjects_are_said_not_silently_repeated(caplog):
+    # issue 8: images_per_subject (m) above what a subject has → the sampler repeats images; say it
+    with caplog.at_level("WARNING", logger="radsearch.data.sampler"):
+        MPerSubjectBatchSampler(_codes([2, 3, 4, 4]), m=4, subjects_per_batch=2)
+    assert "2 of 4 subject(s) have fewer than 4 images" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="radsearch.data.sampler"):
+        MPerSubjectBatchSampler(_codes([4, 5, 4, 4]), m=4, subjects_per_batch=2)
+    assert caplog.text == ""

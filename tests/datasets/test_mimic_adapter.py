@@ -100,8 +100,9 @@ def test_metadata_split_labels_reports(tmp_path):
         "FINDINGS: There is no focal consolidation, pleural effusion or pneumothorax. Bilateral "
         "nodular opacities that most likely represent nipple shadows.\n"
         "IMPRESSION: No acute cardiopulmonary process.")
-    # No FINDINGS / IMPRESSION: the text is kept; no report file: empty.
-    assert t["report"].iloc[2] == "INDICATION: cough The heart is enlarged."
+    # No FINDINGS / IMPRESSION: the last paragraph (official parser), never the indication; no
+    # report file: empty.
+    assert t["report"].iloc[2] == "The heart is enlarged."
     assert t["report"].iloc[3] == ""
 
 

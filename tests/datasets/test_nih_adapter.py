@@ -156,7 +156,7 @@ def test_real_data_entry_file_at_full_scale():
     path = _real("Data_Entry_2017_v2020.csv.gz")
     cohort = read_nih(path)
     t = cohort.table
-    # Facts from docs/datasets.md.
+    # Facts from docs/data.md.
     assert len(t) == 112_120
     per_patient = t.groupby("subject").size()
     assert len(per_patient) == 30_805
@@ -170,7 +170,7 @@ def test_real_data_entry_file_at_full_scale():
     assert dict(zip(t["image"], t["time"].astype(int))) == expected
     years = collections.Counter(expected.values())
     assert min(years) == 0 and max(years) == 14 and years[0] >= 30_805
-    # The official test split (not shipped) has these queries per year (adatriplet-spec §7); the
+    # The official test split (not shipped) has these queries per year (AdaTriplet paper §7; docs/data.md); the
     # whole data set must hold at least as many images at each year.
     test_queries = [5662, 1944, 1216, 1123, 636, 528, 541, 236, 304, 105, 75, 80]
     assert all(years[y] >= n for y, n in enumerate(test_queries, start=1))

@@ -68,3 +68,24 @@ def test_bad_cells_name_the_line(tmp_path):
     with pytest.raises(ManifestError, match=r"line 4, column 'split': 'holdout'"):
         read_table_manifest(_table(tmp_path, text), image="file", subject="patient",
                             date="acquired", columns={"split": "set"})
+
+
+def test_a_date_column_given_as_time_is_refused(tmp_path):
+    # issue 8: datetime64 used to be read as nanoseconds since 1970 and treated as years
+    pd.DataFrame({"file": ["a.png", "b.png"], "patient": ["P1", "P1"],
+                  "acquired": pd.to_datetime(["2020-01-01", "2022-01-01"])}
+                 ).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(ManifestError, match=r"dates.*--date"):
+        read_table_manifest(tmp_path / "t.parquet", image="file", subject="patient",
+                            time="acquired")
+    back = read_table_manifest(tmp_path / "t.parquet", image="file", subject="patient",
+                               date="acquired")
+    assert back.table["time"].round(2).tolist() == [0.0, 2.0]
+
+
+def test_parquet_cells_are_named_by_row_not_line(tmp_path):
+    pd.DataFrame({"file": ["a.png", "b.png"], "patient": ["P1", "P1"],
+                  "acquired": ["2020-01-01", "someday"]}).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(ManifestError, match=r"t.parquet, row 1, column 'acquired'"):
+        read_table_manifest(tmp_path / "t.parquet", image="file", subject="patient",
+                            date="acquired")

@@ -221,3 +221,58 @@ def test_diagnostic_refuses_missing_columns_and_bad_options():
         evaluate_diagnostic(emb, Cohort(cohort.table.drop(columns=["split"])))
     with pytest.raises(DataError, match="'val'"):
         evaluate_diagnostic(emb, cohort, queries="val")
+
+
+def test_no_relevance_mode_is_offered_that_does_not_do_what_it_says():
+    # issue 8: relevance="jaccard" gave exactly the numbers of "any" (binary overlap > 0); graded
+    # Jaccard relevance lives in nDCG@k only, so the option is refused with that pointer
+    rng = np.random.default_rng(6)
+    cohort = _label_cohort(rng, 30)
+    emb = rng.normal(size=(30, 4))
+    with pytest.raises(ConfigError, match=r"'jaccard'.*nDCG"):
+        evaluate_diagnostic(emb, cohort, relevance="jaccard")
+    any_ = evaluate_diagnostic(emb, cohort, relevance="any").groups["all"]
+    exact = evaluate_diagnostic(emb, cohort, relevance="exact").groups["all"]
+    assert any_["mAP"] != exact["mAP"]
+
+
+def test_forensic_split_option_equals_evaluating_the_subset():
+    # issue 8: split filtering lived only in the CLI
+    rng = np.random.default_rng(11)
+    rows = [{"image": f"{s}_{y}.png", "subject": f"S{s}", "time": float(y),
+             "split": "test" if s % 2 else "train"} for s in range(12) for y in range(3)]
+    cohort = Cohort(pd.DataFrame(rows))
+    emb = rng.normal(size=(len(rows), 6))
+    mask = (cohort.table["split"] == "test").to_numpy()
+    expected = evaluate_forensic(emb[mask], cohort.subset(mask))
+    got = evaluate_forensic(emb, cohort, split="test")
+    assert got.groups == expected.groups
+    assert got.settings["split"] == "test"
+    assert list(got.query_rows) == list(np.flatnonzero(mask)[expected.query_rows])
+    with pytest.raises(DataError, match="split 'val' has no rows"):
+        evaluate_forensic(emb, cohort, split="val")
+
+
+@pytest.mark.parametrize("database, queries, ties", [("train", "test", False),
+                                                     ("train", "train", False),
+                                                     ("train", "test", True)])
+def test_streamed_diagnostic_equals_the_row_sorting_reference(database, queries, ties):
+    # issue 11 item 8: the streamed engine must give exactly the reference's numbers
+    rng = np.random.default_rng(21)
+    cohort = _label_cohort(rng, 240)
+    emb = rng.normal(size=(240, 6))
+    if ties:  # few distinct similarities: large tie blocks everywhere, also across the top k
+        emb = rng.integers(-1, 2, size=(240, 3)).astype(float)
+        emb[~emb.any(1)] = 1.0
+    for relevance in ("any", "exact"):
+        for per_class in ("class", "overall"):
+            options = dict(database=database, queries=queries, relevance=relevance,
+                           per_class_relevance=per_class, ndcg_ks=(1, 5, 10, 500),
+                           memory_mb=0.02)  # several chunks
+            ref = evaluate_diagnostic(emb, cohort, engine="sort", **options)
+            new = evaluate_diagnostic(emb, cohort, **options)
+            assert new.groups.keys() == ref.groups.keys()
+            for name, metrics in ref.groups.items():
+                for key, value in metrics.items():
+                    assert new.groups[name][key] == pytest.approx(value, rel=1e-12, abs=1e-12,
+                                                                  nan_ok=True), (name, key)

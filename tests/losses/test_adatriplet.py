@@ -161,3 +161,16 @@ def test_batch_without_positive_pair_is_refused():
 def test_float_labels_are_refused():
     with pytest.raises(DataError, match="floats"):
         AdaTripletLoss()(torch.randn(4, 8), torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("cls", [TripletLoss, AdaTripletLoss])
+def test_paper_reduction_without_negative_pair_is_zero_not_nan(cls):
+    # issue 8: a batch of one subject has positive pairs but no triplet: 0/0 gave NaN
+    emb = torch.randn(4, 8, requires_grad=True)
+    labels = torch.tensor([0, 0, 0, 0])
+    for reduction in ("paper", "reference"):
+        loss = cls(reduction=reduction)(emb, labels)
+        assert torch.isfinite(loss) and loss.item() == 0.0
+        loss.backward()
+        assert torch.equal(emb.grad, torch.zeros_like(emb))
+        emb.grad = None

@@ -100,3 +100,49 @@ def test_margins_survive_state_dict_round_trip():
 def test_invalid_automargin_settings(kwargs):
     with pytest.raises(ConfigError):
         AutoMargin(**kwargs)
+
+
+def test_automargin_and_the_epoch_monitor_share_one_accumulator_filled_once():
+    method = build_method("AdaTriplet-AM")
+    assert method.monitor.accumulator is method.automargin.accumulator
+    labels = torch.arange(4).repeat_interleave(2)
+    method(torch.randn(8, 6, generator=torch.Generator().manual_seed(0)), labels)
+    # 8 anchors × 1 positive × 6 negatives triplets; 28 − 4 negative pairs: counted once each
+    assert method.automargin.accumulator.n_deltas == 8 * 6
+    assert method.automargin.accumulator.n_neg_sims == 28 - 4
+    assert method.epoch_stats()["mean_delta"] == method.automargin.mean_delta
+    plain = build_method("Triplet")
+    plain(torch.randn(8, 6), labels)
+    assert plain.monitor.owns_stats and plain.monitor.accumulator.n_deltas == 8 * 6
+
+
+def test_warmup_keeps_the_initial_margins_then_follows_the_paper_rule():
+    am = AutoMargin(k_delta=2, k_an=2, epsilon0=0.25, beta0=0.0, warmup_epochs=2)
+    for _ in range(2):
+        am.collect_values(torch.tensor([0.02, 0.02]), torch.tensor([0.5, 0.5]))
+        am.step()
+        assert (am.epsilon, am.beta) == pytest.approx((0.25, 0.0))
+    am.collect_values(torch.tensor([0.02, 0.02]), torch.tensor([0.5, 0.5]))
+    am.step()
+    assert (am.epsilon, am.beta) == pytest.approx((0.01, 0.75))
+    # the epoch counter travels with the state (resume inside or after the warm-up)
+    again = AutoMargin(warmup_epochs=2)
+    again.load_state_dict(am.state_dict())
+    assert int(again.epochs_) == 3
+
+
+def test_epsilon_floor_bounds_the_paper_rule_from_below():
+    am = AutoMargin(k_delta=2, k_an=None, epsilon0=0.25, epsilon_floor=0.1)
+    am.collect_values(torch.tensor([0.02]), torch.tensor([0.5]))
+    am.step()
+    assert am.epsilon == pytest.approx(0.1)
+    am.collect_values(torch.tensor([0.6]), torch.tensor([0.5]))
+    am.step()
+    assert am.epsilon == pytest.approx(0.3)
+
+
+def test_guards_are_method_options_and_off_by_default():
+    method = build_method("AdaTriplet-AM")
+    assert (method.automargin.warmup_epochs, method.automargin.epsilon_floor) == (0, 0.0)
+    guarded = build_method("Triplet-AM", warmup_epochs=3, epsilon_floor=0.05)
+    assert (guarded.automargin.warmup_epochs, guarded.automargin.epsilon_floor) == (3, 0.05)

@@ -115,3 +115,23 @@ def test_reference_quirks_freeze_proxies_with_one_class_per_image(name):
 def test_arcface_margin_depends_on_the_preset():
     assert build_method("ArcFace", "oai", num_classes=4).params["margin"] == 14.3
     assert build_method("ArcFace", "cxr", num_classes=4).params["margin"] == 28.6
+
+
+def test_wat_out_of_range_k_is_a_config_error():
+    # issue 8: a bare ValueError escaped the CLI as a traceback
+    from radsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"k=4.0.*< 4"):
+        WATLoss(k=4.0)
+
+
+def test_proxy_loss_names_the_label_that_failed():
+    # issue 8: a negative label was reported as labels.max()
+    from radsearch.errors import DataError
+    from radsearch.losses import soft_triple_loss
+
+    loss = soft_triple_loss(num_classes=3, embedding_dim=4)
+    with pytest.raises(DataError, match=r"label -1 is outside 0..2"):
+        loss(torch.randn(4, 4), torch.tensor([-1, 0, 1, 1]))
+    with pytest.raises(DataError, match=r"label 7 is outside 0..2"):
+        loss(torch.randn(4, 4), torch.tensor([7, 0, 1, 1]))

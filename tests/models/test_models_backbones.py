@@ -93,3 +93,27 @@ def test_imagenet_offline_fails_with_one_clear_line(tmp_path, monkeypatch):
 def test_bad_arguments_raise_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         create_model(**kwargs)
+
+
+def test_cnn9_is_a_plain_nine_conv_network_with_unit_norm_embeddings(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("cnn9", embedding_dim=32).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 9 and convs[0].kernel_size == (5, 5) and convs[0].stride == (2, 2)
+    assert [c.out_channels for c in convs] == [32, 32, 32, 64, 64, 128, 128, 256, 256]
+    with torch.no_grad():
+        out = model(torch.rand(3, 1, 64, 64))
+    assert out.shape == (3, 32)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
+    # a radsearch checkpoint of it loads back through model.weights=PATH
+    path = tmp_path / "cnn9.pt"
+    torch.save({"model": model.state_dict()}, path)
+    again = create_model("cnn9", embedding_dim=32, weights=path).eval()
+    x = torch.rand(2, 1, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))
+
+
+def test_cnn9_has_no_imagenet_weights_and_says_so():
+    with pytest.raises(ConfigError, match="no ImageNet weights"):
+        create_model("cnn9", weights="imagenet")

@@ -1,4 +1,7 @@
-"""A tiny trained run (ResNet-18 at 32², one batch) and its synthetic knee cohort, made once."""
+"""A tiny trained run (ResNet-18 at 32², one batch) and its synthetic knee cohort, made once.
+
+It normalises with its training split's statistics (data.normalize=auto), so searching must use the
+run's saved preprocessing rather than the preset's constants."""
 
 import pytest
 import torch
@@ -14,7 +17,7 @@ def tiny_run(tmp_path_factory):
     generate_knee(12, seed=0, image_size=32, out_dir=root / "knees", workers=1)
     config = load_config(None, [
         f"data.manifest={root / 'knees' / 'manifest.csv'}", "data.image_size=32",
-        "data.resize=36", "data.workers=0", "model.embedding_dim=16", "optim.lr=1e-3",
+        "data.resize=36", "data.normalize=auto", "data.workers=0", "model.embedding_dim=16", "optim.lr=1e-3",
         "train.epochs=1", "train.subjects_per_batch=4", "train.images_per_subject=2",
         "train.max_batches_per_epoch=1", "train.progress=false", "train.threads=1",
         "val.batch_size=64", f"run.out_dir={root / 'runs'}", "run.name=tiny"])

@@ -1,6 +1,8 @@
 """Searcher and the index build end to end with a tiny run: ranking equals brute force over the
 run's own embeddings, by-subject collapsing, fusion, resume after interruption, fingerprints."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,6 +35,8 @@ def test_index_holds_the_runs_embeddings(built):
     rows = [order[p] for p in items.image]
     np.testing.assert_allclose(index.get_vectors(ids), reference[rows], atol=1e-4)
     assert index.header["fingerprint"]["image_size"] == 32
+    saved = json.loads((run / "preprocessing.json").read_text())
+    assert index.header["fingerprint"]["normalisation"] == [saved["mean"], saved["std"]]
 
 
 def test_search_by_image_equals_brute_force_and_by_subject_collapses(built):

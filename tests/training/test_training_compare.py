@@ -9,7 +9,7 @@ from radsearch.errors import ConfigError
 from radsearch.synth import generate_knee
 from radsearch.training import engine as engine_module
 from radsearch.training import load_config
-from radsearch.training.compare import compare
+from radsearch.reporting.comparison import compare
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def test_compare_table_holds_mean_and_standard_error(manifest, tmp_path, monkeyp
         assert f"{mean:.1f} ± {se:.1f}" in text, (label, values)
     cfg_b = (runs["AdaTriplet_epsilon=0.1_beta=0.25"][1] / "config.yaml").read_text()
     assert "epsilon: 0.1" in cfg_b and "beta: 0.25" in cfg_b and "seed: 1" in cfg_b
-    assert "**mAP**" in text and "**CMC@1**" in text and "All" in text
+    assert "| mAP | Triplet |" in text and "| CMC@1 | Triplet |" in text and "| All |" in text
+    assert text.count("**") >= 2  # the best trained mean of a column is bold
     assert (tmp_path / "cmp" / "comparison.csv").read_text().count("\n") > 8
 
     def no_training(config):
@@ -52,38 +53,47 @@ def test_compare_rejects_unknown_methods(tmp_path):
         compare(load_config(None), ["Tripplet"], 1, tmp_path)
 
 
-def test_untrained_reference_row_is_the_randomly_initialised_network(manifest, tmp_path,
-                                                                     monkeypatch):
+def test_reference_rows_are_each_seeds_own_untrained_network_on_the_same_test_split(
+        manifest, tmp_path, monkeypatch):
     import csv
 
+    import torch
+
     from radsearch.cohort import Cohort
-    from radsearch.training.compare import UNTRAINED_LABEL
-    from radsearch.training.demo import untrained_results
+    from radsearch.evaluation import evaluate_forensic
+    from radsearch.models import create_model
+    from radsearch.training.embed import embed_cohort
+    from radsearch.training.preprocessing import load_preprocessing
+    from radsearch.training.references import CHANCE, PIXELS, UNTRAINED
 
     cfg = load_config(None, [
         f"data.manifest={manifest}", "data.image_size=32", "data.resize=36", "data.workers=0",
         "model.embedding_dim=8", "train.epochs=1", "train.subjects_per_batch=4",
         "train.max_batches_per_epoch=1", "train.progress=false", "train.threads=1"])
-    table = compare(cfg, ["Triplet"], 2, tmp_path / "cmp", untrained_reference=True)
-    assert UNTRAINED_LABEL in table.read_text()
+    table = compare(cfg, ["Triplet"], 2, tmp_path / "cmp").read_text()
+    for label in (CHANCE, PIXELS, UNTRAINED):
+        assert f"| {label} |" in table
 
-    # each seed's row is that seed's initialisation on the runs' own test split
-    test = Cohort.load(tmp_path / "cmp" / "Triplet" / "s0" / "cohort.csv").split("test")
+    # independent recomputation: each seed's initialisation, embedded file by file
     rows = list(csv.DictReader((tmp_path / "cmp" / "comparison.csv").open()))
-    table_map = {}
+    seen = {}
     for seed in (0, 1):
-        seeded = cfg.model_copy(deep=True)
-        seeded.train.seed = seed
-        want = untrained_results(seeded, test)["all"]["mAP"]
-        got = [float(r["value"]) for r in rows if r["method"] == UNTRAINED_LABEL
+        run = tmp_path / "cmp" / "Triplet" / f"s{seed}"
+        test = Cohort.load(run / "cohort.csv").split("test")
+        torch.manual_seed(seed)
+        model = create_model("resnet18", embedding_dim=8)
+        transform = load_preprocessing(run, cfg).transform(train=False)
+        want = evaluate_forensic(embed_cohort(model, test, transform, mirror_right=True),
+                                 test).groups["all"]["mAP"]
+        got = [float(r["value"]) for r in rows if r["method"] == UNTRAINED
                and r["seed"] == str(seed) and r["group"] == "all" and r["metric"] == "mAP"]
-        assert got == pytest.approx([want])
-        table_map[seed] = want
-    assert table_map[0] != table_map[1]  # two different initialisations
+        assert got == pytest.approx([want], abs=1e-6)
+        seen[seed] = want
+    assert seen[0] != seen[1]  # two different initialisations
 
     # asking again reuses every trained run
     def no_training(config):
         raise AssertionError("finished runs must be reused")
 
     monkeypatch.setattr(engine_module, "train", no_training)
-    compare(cfg, ["Triplet"], 2, tmp_path / "cmp", untrained_reference=True)
+    compare(cfg, ["Triplet"], 2, tmp_path / "cmp")

@@ -9,7 +9,7 @@ from radsearch.errors import ConfigError
 from radsearch.losses import METHODS
 from radsearch.training.compare import parse_method_spec
 from radsearch.training.config import Config, apply_override, load_config
-from radsearch.training.demo import DEMO_CONFIG
+from radsearch.reporting.demo import DEMO_CONFIG
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

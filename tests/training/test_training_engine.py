@@ -223,9 +223,98 @@ def test_cli_train_and_embed(knee_manifest, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("method:\n  name: Triplet\n")
     assert cli_main(["train", str(config), *args]) == 0
+    printed = capsys.readouterr().out
+    for row in ("Triplet (trained)", "chance (random ranking)", "raw pixels", "untrained network"):
+        assert row in printed, row
+    assert "precision: " in printed
     out = tmp_path / "emb.npz"
     assert cli_main(["embed", str(tmp_path / "cli"), str(knee_manifest), "--out", str(out)]) == 0
     saved = np.load(out, allow_pickle=False)
     assert saved["embeddings"].shape == (len(Cohort.load(knee_manifest)), 8)
     assert cli_main(["train", str(config), *args, "train.epoch=3"]) == 2
     assert "did you mean train.epochs" in capsys.readouterr().err
+
+
+def test_resumed_run_says_so_and_metrics_csv_keeps_its_formatting(knee_manifest, tmp_path):
+    notices = []
+    straight = train(make_config(knee_manifest, tmp_path / "a", epochs=2))
+    train(make_config(knee_manifest, tmp_path / "b", epochs=1), report=notices.append)
+    assert not any("resuming" in n for n in notices)
+    resumed = train(make_config(knee_manifest, tmp_path / "b", epochs=2), report=notices.append)
+    assert any("resuming" in n and "at epoch 2 of 2" in n for n in notices), notices
+    # the same file, byte for byte in its integer columns, as an unbroken run
+    lines_a = (straight / "metrics.csv").read_text().splitlines()
+    lines_b = (resumed / "metrics.csv").read_text().splitlines()
+    assert lines_a[0] == lines_b[0]
+    for a, b in zip(lines_a[1:], lines_b[1:]):
+        epoch_a, _, batches_a = a.split(",")[:3]
+        epoch_b, _, batches_b = b.split(",")[:3]
+        assert (epoch_a, batches_a) == (epoch_b, batches_b)
+        assert "." not in epoch_b and "." not in batches_b
+
+
+def test_best_checkpoint_has_no_optimiser_state_as_the_docs_say(trained_run):
+    from pathlib import Path
+
+    _, _, run_dir = trained_run
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+    assert "optimizer" not in best and "optimizer" in last
+    docs = (Path(__file__).parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
+    line = next(l for l in docs.splitlines() if "best.pt" in l)
+    assert "no optimiser" in line, line
+
+
+def test_read_only_run_folder_is_one_line_and_exit_2(knee_manifest, tmp_path, capsys,
+                                                     monkeypatch):
+    import errno
+    from pathlib import Path
+
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    config = tmp_path / "c.yaml"
+    config.write_text("method:\n  name: Triplet\n")
+    code = cli_main(["train", str(config), f"data.manifest={knee_manifest}", "data.workers=0",
+                     "train.epochs=1", "train.progress=false", f"run.out_dir={tmp_path / 'ro'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "read-only" in err and "Traceback" not in err
+
+
+def test_embed_to_a_full_disk_is_one_line_and_exit_2(trained_run, tmp_path, capsys,
+                                                     monkeypatch):
+    import errno
+
+    import radsearch.io as io_module
+
+    knee_manifest, _, run_dir = trained_run
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "e.npy"))
+
+    monkeypatch.setattr(io_module.tempfile, "mkstemp", full)
+    code = cli_main(["embed", str(run_dir), str(knee_manifest), "--out", str(tmp_path / "e.npy")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "full" in err
+
+
+def test_load_embedder_gives_embed_run_vectors_for_loose_files(trained_run):
+    from radsearch.images import read_image
+    from radsearch.training.embed import load_embedder
+
+    _, _, run_dir = trained_run
+    test = default_eval_cohort(run_dir)
+    want = embed_run(run_dir, test)
+    embedder = load_embedder(run_dir, device="cpu", batch_size=5)
+    sides = list(test.table["side"]) if test.has("side") else None
+    got = embedder.embed_paths(test.image_paths(), sides=sides)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    arrays = embedder.embed_arrays([read_image(p) for p in test.image_paths()[:3]], sides[:3])
+    np.testing.assert_allclose(arrays, want[:3], atol=1e-5)
+    assert embedder.embedding_dim == want.shape[1]

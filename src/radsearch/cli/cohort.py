@@ -14,15 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
+from radsearch.cli.console import console, log_handler
 from radsearch.cohort import Cohort
 from radsearch.errors import DataError
 
-console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
-err_console = Console(stderr=True, soft_wrap=True)
 cohort_app = typer.Typer(help="Build, inspect and check cohort manifests (one row per image).",
                          no_args_is_help=True)
 
@@ -52,28 +49,50 @@ def info_command(
 def validate_command(
     manifest: Path = typer.Argument(..., help="Manifest file (or a folder holding manifest.csv)."),
     check_files: bool = typer.Option(False, "--check-files",
-                                     help="Also check that every image file exists."),
-    show: int = typer.Option(10, help="How many missing files to list."),
+                                     help="Also open every image file and check it is a whole "
+                                          "image (header and structure)."),
+    full_decode: bool = typer.Option(False, "--full-decode",
+                                     help="With --check-files: decode every pixel (slower)."),
+    workers: int = typer.Option(4, "--workers", help="Threads reading the files."),
+    show: int = typer.Option(10, help="How many problem rows to list."),
 ) -> None:
-    """Check a manifest against the schema (and, optionally, that its image files exist)."""
-    from radsearch.datasets import missing_images
+    """Check a manifest against the schema (and, optionally, that its image files are readable)."""
+    from radsearch.cohort import where
+    from radsearch.datasets.files import unreadable_images
 
     cohort = Cohort.load(manifest)
-    console.print(f"[green]ok[/]: {cohort.source} is a valid manifest ({len(cohort)} images, "
-                  f"{cohort.table['subject'].nunique()} subjects).")
+    if len(cohort) == 0:
+        raise DataError(f"{cohort.source}: the manifest has a header but no images; add rows "
+                        "(one per image) or rebuild it with `radsearch cohort from-<dataset>`.")
+    console().print(f"[green]ok[/]: {cohort.source} is a valid manifest ({len(cohort)} images, "
+                    f"{cohort.table['subject'].nunique()} subjects).")
+    err = console(stderr=True)
+    outside = cohort.outside_root()
+    if len(outside):
+        err.print(f"warning: {len(outside)} image path(s) point outside the manifest's folder "
+                  f"{cohort.root} (a service refuses them):", highlight=False)
+        for row in outside[:show]:
+            err.print(f"outside: {cohort.table['image'].iloc[row]} ({where(cohort.source, row)})",
+                      highlight=False)
     if not check_files:
         return
-    missing = missing_images(cohort)
-    if not missing:
-        console.print(f"[green]ok[/]: all {len(cohort)} image files exist.")
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("checking image files", total=len(cohort))
+        problems = unreadable_images(cohort, workers=workers, full=full_decode,
+                                     progress=lambda done, total: bar.update(task,
+                                                                             completed=done))
+    if not problems:
+        console().print(f"[green]ok[/]: all {len(cohort)} image files are readable.")
         return
     paths = cohort.image_paths()
-    for row in missing[:show]:
-        err_console.print(f"missing: {paths[row]} (manifest line {row + 2})", highlight=False,
-                          soft_wrap=True)
-    raise DataError(f"{cohort.source}: {len(missing)} of {len(cohort)} image file(s) are missing "
-                    "or empty. Download them or fix the image paths (relative paths resolve "
-                    "against the manifest's folder).")
+    for row, reason in problems[:show]:
+        err.print(f"unreadable: {paths[row]} ({where(cohort.source, row)}): {reason}",
+                  highlight=False)
+    raise DataError(f"{cohort.source}: {len(problems)} of {len(cohort)} image file(s) are missing "
+                    "or unreadable (listed above). Download or re-copy them, or fix the image "
+                    "paths (relative paths resolve against the manifest's folder).")
 
 
 # ----------------------------------------------------------------- adapters
@@ -190,7 +209,7 @@ def from_dicom_command(
 
     from radsearch.datasets import read_dicom_folder
 
-    with _adapter_log(), Progress(console=err_console, transient=True) as bar:
+    with _adapter_log(), Progress(console=console(stderr=True), transient=True) as bar:
         task = bar.add_task("reading DICOM headers", total=None)
         cohort = read_dicom_folder(
             folder, subject_salt=salt, workers=workers,
@@ -239,7 +258,7 @@ def _save(cohort: Cohort, out: Path, images_given: bool) -> None:
 def _adapter_log() -> Iterator[None]:
     """Show the adapters' warnings (counts of dropped / unmatched rows) on stderr."""
     logger = logging.getLogger("radsearch.datasets")
-    handler = RichHandler(console=err_console, show_time=False, show_path=False)
+    handler = log_handler()
     logger.addHandler(handler)
     previous = logger.level
     logger.setLevel(logging.INFO)
@@ -284,7 +303,7 @@ def print_summary(cohort: Cohort, title: str) -> None:
     rest = [c for c in extra if c not in few]
     if rest:
         table.add_row("other columns", ", ".join(map(str, rest)))
-    console.print(table)
+    console().print(table)
 
 
 def _label(value: object) -> str:

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table as RichTable
 
+from radsearch.cli.console import console
 from radsearch.cohort import Cohort
 from radsearch.errors import ConfigError, DataError
 from radsearch.io import write_json
-
-console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
 
 FORENSIC_COLUMNS = ("mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first", "CMC@5_first")
 DIAGNOSTIC_COLUMNS = ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "P@10", "MRR", "nDCG@10")
@@ -55,7 +53,8 @@ def evaluate_command(
     database: str = typer.Option("train", "--database", help="Diagnostic: database split."),
     queries: str = typer.Option("test", "--queries", help="Diagnostic: query split."),
     relevance: str = typer.Option("any", "--relevance",
-                                  help="Diagnostic: any | exact | jaccard."),
+                                  help="Diagnostic: any (shared label) | exact (same label set); nDCG@10 "
+                                       "uses graded Jaccard gain."),
     per_class_relevance: str = typer.Option("class", "--per-class-relevance",
                                             help="Diagnostic per-class rows: class | overall."),
     normalisation: str = typer.Option("dscmr", "--normalisation",
@@ -67,6 +66,7 @@ def evaluate_command(
 ) -> None:
     """Evaluate embeddings under the forensic or diagnostic protocol and print the table."""
     from radsearch.evaluation import evaluate_diagnostic, evaluate_forensic, result_table
+    from radsearch.evaluation.protocols import split_rows
 
     if protocol not in ("forensic", "diagnostic", "open-set"):
         raise ConfigError(f"--protocol {protocol!r}: use forensic, diagnostic or open-set.")
@@ -75,19 +75,14 @@ def evaluate_command(
         from radsearch.cli.search import open_set_evaluation
         return open_set_evaluation(arrays, cohort, json_out, det, rerank)
     if protocol == "forensic":
-        if split is not None:
-            if not cohort.has("split"):
-                raise ConfigError(f"{cohort.source}: no 'split' column, cannot use --split.")
-            mask = (cohort.table["split"] == split).to_numpy()
-            if not mask.any():
-                raise DataError(f"{cohort.source}: split {split!r} has no rows.")
-            arrays = [a[mask] for a in arrays]
-            cohort = cohort.subset(mask)
         if rerank != "none":
+            if split is not None:  # re-rank inside the evaluated split, the gallery the protocol sees
+                rows = split_rows(cohort, split)
+                arrays, cohort, split = [x[rows] for x in arrays], cohort.subset(rows), None
             from radsearch.cli.search import rerank_for_evaluation
             arrays = rerank_for_evaluation(arrays, cohort, rerank)
         result = evaluate_forensic(arrays if len(arrays) > 1 else arrays[0], cohort,
-                                   leave_one_out=leave_one_out, view=view,
+                                   leave_one_out=leave_one_out, view=view, split=split,
                                    year_bands=[b.strip() for b in bands.split(",") if b.strip()]
                                    if bands else None, at_least=at_least or None)
         columns = FORENSIC_COLUMNS
@@ -105,12 +100,12 @@ def evaluate_command(
     _print(table, result)
     if json_out is not None:
         write_json(json_out, result.to_dict())
-        console.print(f"wrote {json_out}")
+        console().print(f"wrote {json_out}")
     if table_out is not None:
         from radsearch.evaluation import write_tables
 
         for path in write_tables(result_table(result), table_out):
-            console.print(f"wrote {path}")
+            console().print(f"wrote {path}")
 
 
 def _inputs(run: Path | None, embeddings: list[Path], cohort_path: Path | None
@@ -152,9 +147,7 @@ def _load_array(path: Path, what: str) -> np.ndarray:
 
 
 def _print(table, result) -> None:
-    widths = [max(len(table.header[i]), *(len(r[i]) for r in table.rows)) + 3
-              for i in range(len(table.header))]
-    out = Console(width=max(console.width, sum(widths) + 2))
+    out = console()
     rich_table = RichTable(title=f"{table.title} — gallery {result.n_gallery} images, "
                                  f"{result.n_skipped_queries} queries skipped (no relevant item)")
     for index, name in enumerate(table.header):
@@ -163,8 +156,8 @@ def _print(table, result) -> None:
         rich_table.add_row(*row)
     out.print(rich_table)
     if result.protocol == "forensic":
-        console.print("CMC@k = multi-match (AdaTriplet tables); CMC@k_first = first match.")
+        console().print("CMC@k = multi-match (AdaTriplet tables); CMC@k_first = first match.")
     else:
-        console.print(f"relevance: {result.settings['relevance']}; mAP@k normalisation: "
-                      f"{result.settings['normalisation']}; per-class rows: "
-                      f"{result.settings['per_class_relevance']} relevance.")
+        console().print(f"relevance: {result.settings['relevance']}; mAP@k normalisation: "
+                        f"{result.settings['normalisation']}; per-class rows: "
+                        f"{result.settings['per_class_relevance']} relevance.")

@@ -42,8 +42,12 @@ def _run_of(index, run: Path | None) -> Path:
 @index_app.command("build")
 def build_command(
     run: Path = typer.Argument(..., help="Training run folder (its best checkpoint embeds)."),
-    manifest: Path = typer.Argument(..., help="Manifest of the images to index."),
+    manifest: Path | None = typer.Argument(None, help="Manifest of the images to index."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to create (or resume)."),
+    dicomweb: str | None = typer.Option(None, "--dicomweb", help="Instead of MANIFEST: pull a "
+                                        "PACS over DICOMweb (URL of its root) into INDEX.dicomweb."),
+    study_filter: list[str] = typer.Option([], "--study-filter", help="With --dicomweb: QIDO-RS "
+                                           "filter KEY=VALUE, e.g. ModalitiesInStudy=DX."),
     backend: str = typer.Option("faiss", "--backend", help="faiss (embedded) or milvus."),
     factory: str | None = typer.Option(None, "--factory",
                                        help="faiss factory string for approximate search, e.g. "
@@ -62,7 +66,10 @@ def build_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Embed MANIFEST with RUN's model into INDEX, chunk by chunk (rerun to resume)."""
+    from radsearch.datasets.dicomweb import manifest_for_index
     from radsearch.index import build_index, open_index
+
+    manifest = manifest_for_index(manifest, dicomweb, study_filter, out)
 
     result = build_index(run, manifest, out, backend=backend, factory=factory, uri=uri,
                          collection=collection, chunk=chunk, device=device, split=split,
@@ -79,16 +86,23 @@ def build_command(
 @index_app.command("add")
 def add_command(
     index_path: Path = typer.Argument(..., metavar="INDEX"),
-    manifest: Path = typer.Argument(..., help="Manifest of the images to add."),
+    manifest: Path | None = typer.Argument(None, help="Manifest of the images to add."),
     run: Path | None = typer.Option(None, "--run", help="Run folder (default: the one the index "
                                                         "was built with)."),
+    dicomweb: str | None = typer.Option(None, "--dicomweb", help="Instead of MANIFEST: pick up "
+                                        "new studies from a PACS over DICOMweb."),
+    study_filter: list[str] = typer.Option([], "--study-filter", help="With --dicomweb: QIDO-RS "
+                                           "filter KEY=VALUE."),
     split: str | None = typer.Option(None, "--split"),
     only: list[str] = typer.Option([], "--only", help="Only rows passing FIELD OP VALUE."),
     chunk: int = typer.Option(512, "--chunk"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add a manifest's images (already indexed images are skipped)."""
+    from radsearch.datasets.dicomweb import manifest_for_index
     from radsearch.index import build_index, open_index
+
+    manifest = manifest_for_index(manifest, dicomweb, study_filter, index_path)
 
     index = open_index(index_path)
     backend = index.header["backend"]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
-
 from radsearch import __version__
 from radsearch.cli import cohort, evaluate, synth, train
-from radsearch.cli import index as index_cli, search as search_cli
+from radsearch.cli import index as index_cli, mmdl, search as search_cli, serve
+from radsearch.cli.console import console
 from radsearch.errors import RadsearchError
+from radsearch.io import DISK_ERRNOS, describe_output_error
 
 app = typer.Typer(
     name="radsearch",
@@ -38,8 +38,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """radsearch command line."""
 
 
-for module in (cohort, synth, evaluate, train, index_cli, search_cli):
+for module in (cohort, synth, evaluate, train, index_cli, search_cli, serve, mmdl):
     module.register(app)
+serve.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         # without standalone mode click returns the code of typer.Exit / ctx.exit instead of raising
         result = app(args=argv, standalone_mode=False)
     except RadsearchError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        # a library writing on its own (tensorboard, a plot) on a full or read-only folder
+        console(stderr=True).print(f"[bold red]error:[/] "
+                                   f"{describe_output_error(exc.filename or '?', exc)}",
+                                   highlight=False)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        Console(stderr=True).print("aborted")
+        console(stderr=True).print("aborted")
         return 130
     except Exception as exc:
         # click usage errors (unknown command, bad option) arrive here in non-standalone mode; typer

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from radsearch.cli.console import console
 from radsearch.errors import ConfigError
 
 synth_app = typer.Typer(help="Synthetic longitudinal radiograph cohorts (knee and chest phantoms).",
@@ -91,10 +91,10 @@ def sheet(out: Path = typer.Option(Path("docs/images"), "--out", "-o",
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; give a folder for the contact sheets.")
-    console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
+    out_console = console()
     for name, make in (("synth_knee.png", knee_sheet), ("synth_chest.png", chest_sheet)):
         path = make(out / name, seed=seed)
-        console.print(f"wrote {path}")
+        out_console.print(f"wrote {path}")
 
 
 @contextlib.contextmanager
@@ -111,24 +111,9 @@ def _flag_names() -> Iterator[None]:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Refuse to mix two cohorts in one folder; ``--overwrite`` removes the old cohort's images."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file; give a folder (it is created if missing).")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    manifest = out / "manifest.csv"
-    if not overwrite:
-        raise ConfigError(f"--out {out}: the folder is not empty; choose a new folder, or pass "
-                          "--overwrite to replace the cohort there (only the images listed in its "
-                          "manifest.csv are removed).")
-    if manifest.is_file():
-        from radsearch.cohort import Cohort
+    from radsearch.cohort import clear_cohort_folder
 
-        root = out.resolve()
-        for path in Cohort.load(manifest).image_paths():
-            path = path.resolve()
-            if path.is_relative_to(root) and path.is_file():
-                path.unlink()
-        manifest.unlink()
+    clear_cohort_folder(out, overwrite)
 
 
 class _progress:
@@ -137,7 +122,7 @@ class _progress:
     def __init__(self, total: int, what: str):
         self.bar = Progress(TextColumn(f"generating {what}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("subjects"), TimeElapsedColumn(), transient=True,
-                            console=Console(stderr=True))
+                            console=console(stderr=True))
         self.total = total
 
     def __enter__(self):
@@ -159,6 +144,6 @@ def _splits(table) -> str:
 
 
 def _done(manifest: Path | None, summary: str) -> None:
-    console = Console(soft_wrap=True)  # paths stay on one line (users copy them)
-    console.print(f"manifest: [bold]{manifest}[/]", highlight=False)
-    console.print(summary, highlight=False)
+    out = console()
+    out.print(f"manifest: [bold]{manifest}[/]", highlight=False)
+    out.print(summary, highlight=False)

@@ -28,20 +28,24 @@ def train_command(
 ) -> None:
     """Train a forensic matching model; resumes the run folder's last checkpoint if there is one."""
     from radsearch.training import load_config, train
-    from radsearch.training.engine import run_summary
+    from radsearch.training.rundir import RunDir
 
     cfg = load_config(config, overrides or [])
     main_process = os.environ.get("RANK", "0") == "0"   # torchrun: only rank 0 reports
     if main_process:
         console.print(f"run folder: {cfg.run_dir()}")
-    run_dir = train(cfg)
+    run_dir = train(cfg, report=console.print if main_process else None)
     if not main_process:
         return
-    summary = run_summary(run_dir)
+    run = RunDir(run_dir)
+    summary = run.read_json("summary")
     console.print(f"[green]done[/] {run_dir}  best epoch {summary.get('best_epoch', -1) + 1}, "
                   f"val {cfg.val.metric} {summary.get(f'best_val_{cfg.val.metric}')}")
     if "test" in summary:
-        _print_metrics("test (all years)", summary["test"])
+        rows = {f"{cfg.method.name} (trained)": summary["test"]}
+        rows.update({name: result["groups"].get("all", {})
+                     for name, result in run.read_json("references").items()})
+        _print_metrics("test split, all years apart pooled", rows)
     console.print(f"per-year results: `radsearch evaluate {run_dir}`")
 
 
@@ -61,13 +65,14 @@ def embed_command(
     from radsearch.errors import ConfigError
     from radsearch.io import atomic_open
     from radsearch.training.embed import embed_run
+    from radsearch.training.rundir import output_errors
 
     if out.suffix not in (".npy", ".npz"):
         raise ConfigError(f"--out {out}: use a .npy or .npz file name.")
     cohort = Cohort.load(manifest)
     embeddings = embed_run(run, cohort, checkpoint=checkpoint, batch_size=batch_size,
                            device=device)
-    with atomic_open(out, "wb") as fh:
+    with output_errors(out.parent), atomic_open(out, "wb") as fh:
         if out.suffix == ".npy":
             np.save(fh, embeddings)
         else:
@@ -87,19 +92,16 @@ def compare_command(
                                                     "config's compare.seeds)."),
     out: Path = typer.Option(None, "--out", help="Folder for the runs and the table "
                                                  "(default <run.out_dir>/compare)."),
-    untrained_reference: bool = typer.Option(
-        False, "--untrained-reference",
-        help="Add a row for the same network with random weights (no training), per seed."),
 ) -> None:
-    """Train each method for each seed and write a mean ± SE table per years apart."""
+    """Train each method for each seed; write a mean ± SE table per years apart, with chance,
+    raw-pixel and untrained-network reference rows."""
     from radsearch.training import load_config
-    from radsearch.training.compare import compare
+    from radsearch.reporting.comparison import compare
 
     cfg = load_config(config, overrides or [])
     names = _split_methods(methods) if methods else list(cfg.compare.methods)
     path = compare(cfg, names, seeds or cfg.compare.seeds, out,
-                   on_run=lambda m, s, d: console.print(f"[green]✓[/] {m} seed {s}: {d}"),
-                   untrained_reference=untrained_reference)
+                   on_run=lambda m, s, d: console.print(f"[green]✓[/] {m} seed {s}: {d}"))
     console.print(path.read_text(encoding="utf-8"), markup=False)
     console.print(f"table: {path}")
 
@@ -110,21 +112,25 @@ def demo_command(
                                                        "embedded in the package)."),
     overrides: list[str] = typer.Argument(None, help="key=value overrides of the demo config."),
 ) -> None:
-    """Synthesise knees, train AdaTriplet-AM and Triplet briefly, write demo/report.md."""
-    from radsearch.training.demo import run_demo
+    """Synthesise knees, train AdaTriplet-AM and Triplet on the CPU recipe, write
+    demo/report.md (with chance, raw-pixel and untrained-network rows)."""
+    from radsearch.reporting.demo import run_demo
 
     report = run_demo(out, config=config, overrides=overrides or [], console=console)
     console.print(f"[bold green]report:[/] {report}")
 
 
-def _print_metrics(title: str, metrics: dict) -> None:
+def _print_metrics(title: str, rows: dict[str, dict]) -> None:
+    """One row per model / reference: n_queries, then metrics in percent."""
     keys = [k for k in ("n_queries", "mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first")
-            if k in metrics]
+            if any(k in m for m in rows.values())]
     table = Table(title=title)
+    table.add_column("model")
     for key in keys:
         table.add_column(key, justify="right")
-    table.add_row(*[f"{metrics[k]:.4f}" if k != "n_queries" else str(int(metrics[k]))
-                    for k in keys])
+    for name, metrics in rows.items():
+        table.add_row(name, *[("–" if k not in metrics else str(int(metrics[k]))
+                               if k == "n_queries" else f"{100 * metrics[k]:.1f}") for k in keys])
     console.print(table)
 
 

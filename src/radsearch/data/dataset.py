@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from radsearch.cohort import Cohort
 from radsearch.data.cache import ImageCache
-from radsearch.errors import DataError
+from radsearch.errors import DataError, ImageReadError
 from radsearch.images import read_image
 
 
@@ -72,6 +72,8 @@ class CohortDataset(Dataset):
             self.mirror = (cohort.table["side"] == "R").to_numpy()
         else:
             self.mirror = np.zeros(len(cohort), dtype=bool)
+        # the crop fed to the network: an image smaller than it would be upsampled into mush
+        self.min_side = getattr(transform, "image_size", None)
         self.cache: ImageCache | None = None
         if cache_dir is not None and images is None:
             size = cache_size if cache_size is not None else getattr(transform, "resize", None)
@@ -85,7 +87,14 @@ class CohortDataset(Dataset):
         if self.images is not None:
             return to_unit_float(self.images[index], where=f"in-memory image of row {index}")
         path = self.paths[index]
-        return self.cache.read(path) if self.cache is not None else read_image(path)
+        if self.cache is not None:
+            return self.cache.read(path)
+        image = read_image(path)
+        if self.min_side and min(image.shape) < self.min_side:
+            raise ImageReadError(f"{path}: {image.shape[1]}×{image.shape[0]} pixels, smaller than "
+                                 f"the {self.min_side}-pixel network input; list only real "
+                                 "radiographs (or thumbnails at least that large).")
+        return image
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         index = int(index)

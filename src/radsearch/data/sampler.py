@@ -30,6 +30,7 @@ replacement (so it cannot skip single-image subjects) — the four properties th
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
 
@@ -40,6 +41,7 @@ from torch.utils.data import Sampler
 from radsearch.errors import ConfigError, DataError
 
 POLICIES = ("skip", "replace")
+log = logging.getLogger(__name__)
 
 
 class MPerSubjectBatchSampler(Sampler[list[int]]):
@@ -88,6 +90,11 @@ class MPerSubjectBatchSampler(Sampler[list[int]]):
         self.n_subjects_total = len(uniques)
         self.n_images_usable = int(counts[keep].sum())
         self.n_short = int(((counts < self.m) & keep).sum())
+        if self.n_short:
+            log.warning("%d of %d subject(s) have fewer than %d images (images per subject): their "
+                        "batch slots repeat images (%s), positives made by augmentation only",
+                        self.n_short, len(self.groups), self.m,
+                        "own images first" if policy == "skip" else "drawn with replacement")
         if len(self.groups) < self.subjects_per_batch:
             raise DataError(f"only {len(self.groups)} usable subjects (policy {policy!r}) but "
                             f"subjects_per_batch={self.subjects_per_batch}; lower "

@@ -100,11 +100,13 @@ def build_transforms(preset: str = "oai", train: bool = True, image_size: int = 
                      resize: int = 280, rotation_p: float = 0.5, rotation_degrees: float = 10.0,
                      noise_p: float = 0.5, noise_max_gain: float = 0.3, gamma_p: float = 0.5,
                      gamma_range: tuple[float, float] = (0.5, 1.5),
-                     normalize: bool = True) -> XrayTransform:
+                     normalize: bool = True, mean: float | None = None,
+                     std: float | None = None) -> XrayTransform:
     """The train or test pipeline of a preset: tensor [1, H, W] in [0, 1] → tensor [1, S, S].
 
     ``image_size`` is the crop S fed to the network, ``resize`` the square side R resized to first
     (R ≥ S). ``normalize=False`` keeps [0, 1] grey levels (for looking at augmented images).
+    ``mean`` / ``std`` replace the preset's normalisation (e.g. statistics of the training split).
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown transform preset {preset!r}; use one of "
@@ -116,6 +118,11 @@ def build_transforms(preset: str = "oai", train: bool = True, image_size: int = 
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"{name}={p} must be a probability in [0, 1].")
     stats = PRESETS[preset]
+    if mean is not None or std is not None:
+        stats = Preset(mean=stats.mean if mean is None else float(mean),
+                       std=stats.std if std is None else float(std))
+        if not stats.std > 0:
+            raise ConfigError(f"normalisation std={stats.std} must be positive.")
     steps: list = [v2.Resize((resize, resize), antialias=True)]
     if train:
         steps += [

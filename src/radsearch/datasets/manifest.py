@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radsearch.cohort import LABEL_SEPARATOR, OPTIONAL_COLUMNS, Cohort
+from radsearch.cohort import DATE_HINT, LABEL_SEPARATOR, OPTIONAL_COLUMNS, Cohort, where
 from radsearch.datasets._tables import image_column, read_text_table, schema_first
 from radsearch.errors import ConfigError, ManifestError
 
@@ -50,6 +50,9 @@ def read_table_manifest(path: str | os.PathLike, image: str = "image", subject: 
                               and c not in needed.values()])
     table = table.rename(columns={v: k for k, v in mapping.items()})
     if time is not None:
+        if pd.api.types.is_datetime64_any_dtype(raw[time]):
+            raise ManifestError(f"{path}, column {time!r}: holds dates ({raw[time].dtype}), not "
+                                f"years; pass it as --date {time} (date={time!r}) instead.")
         table = table.rename(columns={time: "time"})
     else:
         table["time"] = _years_since_first(raw[date], table["subject"], path, date)
@@ -70,8 +73,8 @@ def _years_since_first(dates: pd.Series, subjects: pd.Series, path: Path, name: 
     when = pd.to_datetime(dates, errors="coerce", format="mixed")
     bad = np.flatnonzero(when.isna().to_numpy())
     if len(bad):
-        raise ManifestError(f"{path}, line {bad[0] + 2}, column '{name}': {dates.iloc[bad[0]]!r} "
-                            "is not a date.")
+        raise ManifestError(f"{where(path, int(bad[0]))}, column '{name}': "
+                            f"{dates.iloc[bad[0]]!r} is not a date.")
     first = when.groupby(subjects.to_numpy()).transform("min")
     return ((when - first).dt.total_seconds() / (365.25 * 86400.0)).to_numpy()
 
@@ -80,6 +83,7 @@ def _splits(values: pd.Series, path: Path) -> pd.Series:
     normal = values.str.strip().str.lower().map(_SPLIT_NAMES)
     bad = np.flatnonzero(normal.isna().to_numpy())
     if len(bad):
-        raise ManifestError(f"{path}, line {bad[0] + 2}, column 'split': {values.iloc[bad[0]]!r} "
-                            "is not train, val (validate/validation) or test.")
+        raise ManifestError(f"{where(path, int(bad[0]))}, column 'split': "
+                            f"{values.iloc[bad[0]]!r} is not train, val (validate/validation) or "
+                            "test.")
     return normal

@@ -20,7 +20,7 @@ from radsearch.cohort import Cohort
 from radsearch.datasets._tables import image_column, read_text_table, require_columns
 from radsearch.datasets.labels import (CHEXPERT_LABELS, check_policy, label_states,
                                         labels_under_policy)
-from radsearch.datasets.reports import compose_report, split_sections
+from radsearch.datasets.reports import report_text
 from radsearch.errors import ManifestError
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def _read_reports(folder: Path, meta: pd.DataFrame) -> list[str]:
         except FileNotFoundError:
             missing += 1
             text = ""
-        texts[subject, study] = compose_report(split_sections(text)) if text else ""
+        texts[subject, study] = report_text(text)
     if missing:
         log.warning("%s: %d study report(s) not found; their report is empty", folder, missing)
     return [texts[key] for key in zip(meta["subject_id"], meta["study_id"])]

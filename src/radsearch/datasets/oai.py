@@ -25,7 +25,7 @@ from radsearch.errors import ConfigError, ManifestError
 
 log = logging.getLogger(__name__)
 
-# Visits with knee radiographs (datasets.md): code → months since baseline.
+# Visits with knee radiographs (docs/data.md): code → months since baseline.
 VISIT_MONTHS = {"V00": 0, "V01": 12, "V03": 24, "V05": 36, "V06": 48, "V08": 72, "V10": 96}
 SITES = ("A", "B", "C", "D", "E")
 

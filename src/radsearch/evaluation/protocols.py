@@ -23,10 +23,12 @@ from radsearch.errors import ConfigError, DataError
 from radsearch.evaluation.metrics import (FORENSIC_CMC_KS, NORMALISATIONS, PerQueryMetrics,
                                           classification_accuracy, dense_retrieval, query_metrics)
 from radsearch.evaluation.ranking import DEFAULT_MEMORY_MB, identity_ranks, prepare
+from radsearch.evaluation.streaming import LabelGains, label_set_codes, streamed_retrieval
 
 YEAR_TOLERANCE = 1e-6  # 11.9999999 years (days / 365.25 rounding) still counts as 12
-RELEVANCE_MODES = ("any", "exact", "jaccard")
+RELEVANCE_MODES = ("any", "exact")
 PER_CLASS_RELEVANCE = ("class", "overall")
+ENGINES = ("stream", "sort")  # streamed (default) or the row-sorting reference
 TIE_RULE = "pessimistic tie blocks (precision at the end of a tie block, as scikit-learn AP)"
 
 Embeddings = np.ndarray | torch.Tensor | Sequence[np.ndarray]
@@ -126,6 +128,15 @@ def _restrict_view(cohort: Cohort, view: str | None) -> np.ndarray:
     return rows
 
 
+def split_rows(cohort: Cohort, split: str) -> np.ndarray:
+    if not cohort.has("split"):
+        raise ConfigError(f"{cohort.source}: no 'split' column, cannot select split {split!r}.")
+    rows = np.flatnonzero((cohort.table["split"] == split).to_numpy())
+    if not len(rows):
+        raise DataError(f"{cohort.source}: split {split!r} has no rows.")
+    return rows
+
+
 def _parse_bands(year_bands: Sequence[tuple[int, int] | str] | None) -> list[tuple[int, int]]:
     bands = []
     for band in year_bands or ():
@@ -157,7 +168,7 @@ def _group_summaries(per_query: PerQueryMetrics, years: np.ndarray,
 
 # ---------------------------------------------------------------------------------- forensic
 def evaluate_forensic(embeddings: Embeddings, cohort: Cohort, *, leave_one_out: bool = False,
-                      view: str | None = None,
+                      view: str | None = None, split: str | None = None,
                       year_bands: Sequence[tuple[int, int] | str] | None = None,
                       at_least: int | Sequence[int] | None = None,
                       cmc_ks: Sequence[int] = FORENSIC_CMC_KS,
@@ -169,9 +180,18 @@ def evaluate_forensic(embeddings: Embeddings, cohort: Cohort, *, leave_one_out: 
     apart, grouped by years apart. ``leave_one_out``: query = gallery = the whole cohort (a
     validation fold), and a query ignores its subject's images of the same year (and view).
     ``view`` keeps only that view; ``year_bands`` (e.g. ["4-5", "6-8"]) and ``at_least`` (N →
-    group ">=N") add pooled groups. Groups "0" (leave-one-out only), "1", …, and "all".
+    group ">=N") add pooled groups. ``split`` evaluates only that split's rows (``query_rows``
+    still index the whole cohort). Groups "0" (leave-one-out only), "1", …, and "all".
     """
     vectors = embedding_matrix(embeddings, len(cohort))
+    if split is not None:
+        keep = split_rows(cohort, split)
+        result = evaluate_forensic(vectors[torch.from_numpy(keep)], cohort.subset(keep),
+                                   leave_one_out=leave_one_out, view=view, year_bands=year_bands,
+                                   at_least=at_least, cmc_ks=cmc_ks, memory_mb=memory_mb)
+        result.settings["split"] = split
+        result.query_rows = keep[result.query_rows]
+        return result
     all_years = years_apart(cohort)  # relative to the subject's first image in any view
     rows = _restrict_view(cohort, view)
     sub = cohort.subset(rows) if len(rows) != len(cohort) else cohort
@@ -232,26 +252,31 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
                         ks: Sequence[int] = (1, 5, 10, 20), normalisation: str = "dscmr",
                         ndcg_ks: Sequence[int] = (10,), logits: np.ndarray | None = None,
                         view: str | None = None,
-                        memory_mb: float = DEFAULT_MEMORY_MB) -> RetrievalResult:
+                        memory_mb: float = DEFAULT_MEMORY_MB,
+                        engine: str = "stream") -> RetrievalResult:
     """Diagnostic retrieval: are radiographs with the same findings ranked first?
 
     Database = rows of split ``database``, queries = rows of split ``queries`` (the same split:
-    each query leaves itself out). ``relevance`` for "all": "any" shared label, "exact" label set,
-    or "jaccard" (relevant when overlapping). nDCG@k always uses the Jaccard overlap as graded
-    gain. Per-class rows average over queries carrying the class, with class-conditional
+    each query leaves itself out). ``relevance`` for "all": "any" shared label or "exact" label
+    set (binary, as AP needs); nDCG@k always uses the Jaccard overlap as graded gain. Per-class rows average over queries carrying the class, with class-conditional
     relevance (a database item is relevant iff it has the class) or, with
     ``per_class_relevance="overall"``, the overall relevance. ``logits`` [N, classes] (row i =
-    cohort row i) add the label head's top-k accuracy to "all".
+    cohort row i) add the label head's top-k accuracy to "all". ``engine="sort"`` runs the
+    row-sorting reference implementation instead of the streamed one (same results, slower).
     """
     if relevance not in RELEVANCE_MODES:
+        graded = (" (graded Jaccard overlap is the gain of nDCG@k, reported in every result; "
+                  "AP-based metrics need binary relevance)" if relevance == "jaccard" else "")
         raise ConfigError(f"unknown relevance {relevance!r}; use one of "
-                          f"{', '.join(RELEVANCE_MODES)}.")
+                          f"{', '.join(RELEVANCE_MODES)}{graded}.")
     if per_class_relevance not in PER_CLASS_RELEVANCE:
         raise ConfigError(f"unknown per_class_relevance {per_class_relevance!r}; use one of "
                           f"{', '.join(PER_CLASS_RELEVANCE)}.")
     if normalisation not in NORMALISATIONS:
         raise ConfigError(f"unknown mAP@k normalisation {normalisation!r}; use one of "
                           f"{', '.join(NORMALISATIONS)}.")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}.")
     vectors = embedding_matrix(embeddings, len(cohort))
     labels, class_names = cohort.label_matrix(classes)
     if not cohort.has("split"):
@@ -274,7 +299,7 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
     label_q, label_db = labels[q_rows], labels[db_rows]
     label_q_f = torch.from_numpy(label_q.astype(np.float32))
     label_db_f = torch.from_numpy(label_db.astype(np.float32))
-    set_codes = pd.factorize(pd.Series([frozenset(np.flatnonzero(r)) for r in labels]))[0]
+    set_codes = label_set_codes(labels)[0]
     codes_q, codes_db = set_codes[q_rows], set_codes[db_rows]
     size_q, size_db = label_q_f.sum(1).double(), label_db_f.sum(1).double()
 
@@ -300,10 +325,16 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
         union = size_q[start:stop, None] + size_db[None, :] - common
         return torch.where(union > 0, common / union.clamp(min=1), torch.zeros(())).numpy()
 
-    per_name = dense_retrieval(
-        vectors[torch.from_numpy(q_rows)], vectors[torch.from_numpy(db_rows)], relevance_of,
-        jaccard, ndcg_ks=ndcg_ks, query_in_gallery=self_index, cmc_ks=(1, 5),
-        precision_ks=ks, map_ks=ks, normalisation=normalisation, memory_mb=memory_mb)
+    options = dict(ndcg_ks=ndcg_ks, query_in_gallery=self_index, cmc_ks=(1, 5),
+                   precision_ks=ks, map_ks=ks, normalisation=normalisation, memory_mb=memory_mb)
+    if engine == "stream":
+        per_name = streamed_retrieval(vectors[torch.from_numpy(q_rows)],
+                                      vectors[torch.from_numpy(db_rows)], relevance_of,
+                                      LabelGains(label_q, label_db, self_index), **options)
+    else:
+        per_name = dense_retrieval(vectors[torch.from_numpy(q_rows)],
+                                   vectors[torch.from_numpy(db_rows)], relevance_of, jaccard,
+                                   **options)
     overall_metrics = per_name["all"]
     groups: dict[str, dict[str, float]] = {}
     for c, name in enumerate(class_names):

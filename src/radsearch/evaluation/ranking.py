@@ -167,9 +167,7 @@ class SortedChunk:
         ``relevant``: bool [len(rows), G] in gallery order, or one bool vector [G] shared by the
         rows; ``own``: each row's own gallery index (self-match, never relevant) or None.
         """
-        order, end = self.order, self.block_end
-        if rows is not None:
-            order, end = order[rows], end[rows]
+        order = self.order if rows is None else self.order[rows]
         rel = relevant[order] if relevant.ndim == 1 else np.take_along_axis(relevant, order, 1)
         if own is not None:
             rel &= order != own[:, None]
@@ -177,7 +175,8 @@ class SortedChunk:
         cumulative = np.cumsum(rel, axis=1, dtype=np.int32)
         flat = np.flatnonzero(rel)
         row = flat // n_gallery
-        last = end.reshape(-1)[flat]  # end of each relevant item's tie block
+        # end of each relevant item's tie block (block_end may be a broadcast view: index it)
+        last = self.block_end[row if rows is None else np.asarray(rows)[row], flat % n_gallery]
         return RelevantRanks(rel.shape[0], row, last + 1,
                              cumulative.reshape(-1)[row * n_gallery + last].astype(np.int64),
                              np.count_nonzero(rel, axis=1).astype(np.int64))

@@ -1,4 +1,4 @@
-"""Triplet and AdaTriplet losses on cosine similarities (adatriplet-spec.md §2).
+"""Triplet and AdaTriplet losses on cosine similarities (docs/losses.md §2).
 
 Two reductions:
 - ``"reference"`` (default; the authors' code, which produced the published tables): the triplet
@@ -11,10 +11,9 @@ Two reductions:
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from radsearch.losses.geometry import TripletGeometry, batch_geometry
-from radsearch.losses.validation import check_at_least, check_beta, check_choice, check_epsilon
+from radsearch.losses.geometry import GeometryLoss, TripletGeometry
+from radsearch.validation import check_at_least, check_beta, check_choice, check_epsilon
 
 TRIPLET_SELECTIONS = ("semihard", "all", "hard")
 REDUCTIONS = ("reference", "paper")
@@ -29,7 +28,7 @@ def select_triplets(geom: TripletGeometry, epsilon: float, triplets: str) -> tor
     return chosen
 
 
-class TripletLoss(nn.Module):
+class TripletLoss(GeometryLoss):
     """Triplet hinge on cosine similarities with a mining rule; the AdaTriplet loss with λ = 0."""
 
     def __init__(self, epsilon: float = 0.25, triplets: str = "semihard",
@@ -38,10 +37,6 @@ class TripletLoss(nn.Module):
         self.epsilon = check_epsilon(epsilon)
         self.triplets = check_choice(triplets, TRIPLET_SELECTIONS, "triplets")
         self.reduction = check_choice(reduction, REDUCTIONS, "reduction")
-        self.last_counts: dict[str, int] = {}
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.from_geometry(batch_geometry(embeddings, labels))
 
     def triplet_term(self, geom: TripletGeometry) -> torch.Tensor:
         """Σ over active triplets of (ε − Δ), divided by the active count (reference) or |T| (paper)."""
@@ -52,7 +47,7 @@ class TripletLoss(nn.Module):
         hinge_sum = geom.weighted(geom.triplet_weights(active)) + self.epsilon * n_active
         if self.reduction == "reference":
             return hinge_sum / max(n_active, 1)
-        return hinge_sum / geom.n_triplets
+        return hinge_sum / max(geom.n_triplets, 1)  # no triplet (one subject): 0, as reference
 
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
         return self.triplet_term(geom)
@@ -84,7 +79,7 @@ class AdaTripletLoss(TripletLoss):
         n_active = int(torch.count_nonzero(active))
         self.last_counts["active_neg_pairs"] = n_active
         excess_sum = geom.weighted(geom.row_weights(active.to(geom.sim.dtype)))
-        return (excess_sum - self.beta * n_active) / geom.n_triplets
+        return (excess_sum - self.beta * n_active) / max(geom.n_triplets, 1)
 
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
         loss = self.triplet_term(geom)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from radsearch.errors import DataError
 
@@ -132,3 +133,22 @@ def batch_geometry(embeddings: torch.Tensor, labels: torch.Tensor) -> TripletGeo
     # AMP gives half precision: similarities and margins are computed in at least float32.
     x = F.normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
     return similarity_geometry(x @ x.T, labels)
+
+
+class GeometryLoss(nn.Module):
+    """Base of the losses computed on :class:`TripletGeometry`: ``forward`` is written once here.
+
+    A subclass implements ``from_geometry(geom)`` (the training method calls it with a geometry it
+    shares with AutoMargin and the epoch monitor) and fills ``last_counts`` (mined / active sets
+    of the last batch, for the epoch monitor).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_counts: dict[str, int] = {}
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.from_geometry(batch_geometry(embeddings, labels))
+
+    def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
+        raise NotImplementedError

@@ -18,7 +18,7 @@ from torch import nn
 
 from radsearch.errors import ConfigError
 from radsearch.losses.adatriplet import AdaTripletLoss, TripletLoss
-from radsearch.losses.automargin import AutoMargin
+from radsearch.losses.automargin import AutoMargin, EpochStatistics
 from radsearch.losses.geometry import TripletGeometry, batch_geometry
 from radsearch.losses.pml import ContrastiveLoss, arcface_loss, soft_triple_loss
 from radsearch.losses.sct import SCTLoss
@@ -49,14 +49,19 @@ _TRIPLET = {"triplets": "semihard", "reduction": "reference"}
 _ADA_FIXED = {"lam": 1.0, **_TRIPLET}
 
 
+# AutoMargin guards for random initialisations (radsearch.losses.automargin); 0 = the paper's rule
+_AM_GUARDS = {"warmup_epochs": 0, "epsilon_floor": 0.0}
+
+
 def _ada_am(rule: str) -> Recipe:
     return Recipe(AdaTripletLoss, {"epsilon0": 0.25, "beta0": 0.0, "k_delta": 2.0, "k_an": 2.0,
-                                   **_ADA_FIXED},
+                                   **_AM_GUARDS, **_ADA_FIXED},
                   {"cxr": {"k_an": 4.0}}, automargin=rule, adapt_beta=True)
 
 
 def _triplet_am(rule: str) -> Recipe:
-    return Recipe(TripletLoss, {"epsilon0": 0.25, "k_delta": 2.0, **_TRIPLET}, automargin=rule)
+    return Recipe(TripletLoss, {"epsilon0": 0.25, "k_delta": 2.0, **_AM_GUARDS, **_TRIPLET},
+                  automargin=rule)
 
 
 METHODS: dict[str, Recipe] = {
@@ -98,15 +103,22 @@ def _histogram(values: torch.Tensor, value_range: tuple[float, float],
 
 
 class EpochMonitor:
-    """Running statistics of one epoch for logging: means, mined counts and histograms."""
+    """Running statistics of one epoch for logging: means, mined counts and histograms.
 
-    def __init__(self) -> None:
+    The Δ / S_neg means come from an :class:`EpochStatistics`; with AutoMargin it is the
+    AutoMargin's own (one accumulator: the logged means are exactly the ones the margins use, and
+    the batch is added once, by AutoMargin); otherwise the monitor owns and fills it.
+    """
+
+    def __init__(self, stats: EpochStatistics | None = None) -> None:
+        self.owns_stats = stats is None
+        self.accumulator = stats if stats is not None else EpochStatistics()
         self.reset()
 
     def reset(self) -> None:
         self.batches = 0
         self.loss_sum = 0.0
-        self.sums = [0.0, 0.0, 0.0, 0.0]  # Δ sum, Δ count, S_neg sum, S_neg count
+        self.accumulator.reset()
         self.counts: dict[str, float] = {}
         self.delta_hist = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
         self.sim_hist = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
@@ -115,7 +127,8 @@ class EpochMonitor:
     def update(self, geom: TripletGeometry, loss: torch.Tensor, counts: dict[str, int]) -> None:
         self.batches += 1
         self.loss_sum += float(loss.detach())
-        self.sums = [a + b for a, b in zip(self.sums, geom.sums)]
+        if self.owns_stats:
+            self.accumulator.add(geom)
         for key, value in counts.items():
             self.counts[key] = self.counts.get(key, 0.0) + value
         self.delta_hist += _histogram(geom.delta, DELTA_RANGE, mask=geom.neg)
@@ -126,8 +139,8 @@ class EpochMonitor:
         out = {
             "batches": float(self.batches),
             "loss": self.loss_sum / n,
-            "mean_delta": self.sums[0] / self.sums[1] if self.sums[1] else float("nan"),
-            "mean_neg_sim": self.sums[2] / self.sums[3] if self.sums[3] else float("nan"),
+            "mean_delta": self.accumulator.mean_delta,
+            "mean_neg_sim": self.accumulator.mean_neg_sim,
         }
         out.update({key: value / n for key, value in self.counts.items()})
         return out
@@ -150,7 +163,7 @@ class Method(nn.Module):
         self.loss = loss
         self.automargin = automargin
         self.params = dict(params)
-        self.monitor = EpochMonitor()
+        self.monitor = EpochMonitor(automargin.accumulator if automargin is not None else None)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.automargin is not None:  # margins are constant within an epoch
@@ -237,7 +250,9 @@ def build_method(name: str, preset: str = "oai", *, num_classes: int | None = No
                                 k_an=loss_kwargs.pop("k_an") if recipe.adapt_beta else None,
                                 epsilon0=loss_kwargs.pop("epsilon0"),
                                 beta0=loss_kwargs.pop("beta0", 0.0),
-                                rule=recipe.automargin)
+                                rule=recipe.automargin,
+                                warmup_epochs=loss_kwargs.pop("warmup_epochs"),
+                                epsilon_floor=loss_kwargs.pop("epsilon_floor"))
         loss_kwargs["epsilon"] = automargin.epsilon
         if recipe.adapt_beta:
             loss_kwargs["beta"] = automargin.beta

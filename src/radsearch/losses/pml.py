@@ -3,7 +3,7 @@
 The proxy losses (SoftTriple, ArcFace) get one class per training subject and their proxies are
 trained (returned by ``parameters()``). ``reference_quirks=True`` reproduces the published runs
 instead: ``num_classes`` = number of training images and frozen, randomly initialised proxies
-(adatriplet-spec.md §4). The reference's weighting of per-sample losses by an unrelated miner is not
+(docs/losses.md §4). The reference's weighting of per-sample losses by an unrelated miner is not
 reproduced.
 """
 
@@ -54,8 +54,9 @@ class _ProxyLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = check_labels(embeddings, labels)
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise DataError(f"label {int(labels.max())} is outside 0..{self.num_classes - 1}: proxy "
+        outside = labels[(labels < 0) | (labels >= self.num_classes)]
+        if outside.numel():
+            raise DataError(f"label {int(outside[0])} is outside 0..{self.num_classes - 1}: proxy "
                             "losses need training subjects coded 0..num_classes-1 "
                             "(num_classes = number of training subjects).")
         return self.loss(embeddings.float(), labels)

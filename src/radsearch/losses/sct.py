@@ -1,4 +1,4 @@
-"""SCT: selectively contrastive triplet loss (adatriplet-spec.md §4).
+"""SCT: selectively contrastive triplet loss (docs/losses.md §4).
 
 Triplets split into hard H = {S_an > S_ap} and easy E = T ∖ H;
 L = mean_E softplus(S_an − S_ap + m) + λ·mean_H S_an. Unlike the reference code (NaN when H or E is
@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from radsearch.losses.geometry import TripletGeometry, batch_geometry
-from radsearch.losses.validation import check_at_least
+from radsearch.losses.geometry import GeometryLoss, TripletGeometry
+from radsearch.validation import check_at_least
 
 
-class SCTLoss(nn.Module):
+class SCTLoss(GeometryLoss):
     def __init__(self, margin: float = 0.25, lam: float = 0.5):
         super().__init__()
         self.margin = float(margin)
         self.lam = check_at_least(lam, 0.0, "lam")
-        self.last_counts: dict[str, int] = {}
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.from_geometry(batch_geometry(embeddings, labels))
 
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
         hard = geom.neg & (geom.delta < 0)

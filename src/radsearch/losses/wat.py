@@ -1,4 +1,4 @@
-"""WAT: triplet loss with a per-triplet adaptive margin (adatriplet-spec.md §4).
+"""WAT: triplet loss with a per-triplet adaptive margin (docs/losses.md §4).
 
 m = (2 − 2Δ)/(4 − k) + k with Δ detached; hinge (m − Δ)₊ over all triplets with Δ ≤ m, averaged
 over the triplets with a positive hinge. Since m − Δ > 0 ⇔ Δ < ε* = (2 + 4k − k²)/(6 − k), its
@@ -8,10 +8,10 @@ gradient equals a fixed-margin triplet hinge with margin ε* over all triplets.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from radsearch.losses.geometry import TripletGeometry, batch_geometry
-from radsearch.losses.validation import check_at_least
+from radsearch.errors import ConfigError
+from radsearch.losses.geometry import GeometryLoss, TripletGeometry
+from radsearch.validation import check_at_least
 
 
 def equivalent_margin(k: float) -> float:
@@ -19,16 +19,13 @@ def equivalent_margin(k: float) -> float:
     return (2.0 + 4.0 * k - k * k) / (6.0 - k)
 
 
-class WATLoss(nn.Module):
+class WATLoss(GeometryLoss):
     def __init__(self, k: float = 0.1):
         super().__init__()
         self.k = check_at_least(k, 0.0, "k")
         if self.k >= 4.0:
-            raise ValueError("k must be < 4")
-        self.last_counts: dict[str, int] = {}
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.from_geometry(batch_geometry(embeddings, labels))
+            raise ConfigError(f"k={self.k} is out of range: WAT's margin (2 − 2Δ)/(4 − k) + k needs "
+                              "0 <= k < 4.")
 
     def from_geometry(self, geom: TripletGeometry) -> torch.Tensor:
         """Mean over active triplets of (m − Δ); m is detached, so Σ(m − Δ) = Σ m + Σ W ⊙ S."""

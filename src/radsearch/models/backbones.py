@@ -31,7 +31,9 @@ _BACKBONES: dict[str, tuple[Callable[..., nn.Module], object, str, str]] = {
                     torchvision.models.DenseNet121_Weights.IMAGENET1K_V1,
                     "features.conv0", "classifier"),
 }
-MODELS: tuple[str, ...] = tuple(_BACKBONES)
+# CPU-sized plain CNNs (radsearch.models.cnn): random initialisation or a radsearch checkpoint
+_PLAIN = ("cnn9", "cnn9small")
+MODELS: tuple[str, ...] = tuple(_BACKBONES) + ("cnn9", "cnn9-small")
 FIRST_CONV_MODES = ("average", "reinit")
 
 
@@ -63,7 +65,7 @@ def create_model(name: str = "resnet18", embedding_dim: int = 128, in_chans: int
     to the same grey image on 3 channels) or ``"reinit"`` (fresh conv, as the reference code did).
     """
     key = name.lower().replace("-", "").replace("_", "")
-    if key not in _BACKBONES:
+    if key not in _BACKBONES and key not in _PLAIN:
         raise ConfigError(f"model.name={name!r} is not a known backbone; use one of "
                           f"{', '.join(MODELS)}.")
     if embedding_dim < 1:
@@ -73,6 +75,8 @@ def create_model(name: str = "resnet18", embedding_dim: int = 128, in_chans: int
     if first_conv not in FIRST_CONV_MODES:
         raise ConfigError(f"model.first_conv={first_conv!r}; use one of "
                           f"{', '.join(FIRST_CONV_MODES)}.")
+    if key in _PLAIN:
+        return _create_plain(key, embedding_dim, in_chans, weights)
     constructor, weights_enum, conv_attr, head_attr = _BACKBONES[key]
     backbone = constructor(weights=None)
     weights = "none" if weights is None else weights
@@ -94,6 +98,28 @@ def create_model(name: str = "resnet18", embedding_dim: int = 128, in_chans: int
     if full_state is not None:
         try:
             model.load_state_dict(full_state)
+        except RuntimeError as exc:
+            raise ConfigError(f"model.weights={wname}: the checkpoint does not fit {key} with "
+                              f"embedding_dim={embedding_dim}, in_chans={in_chans} "
+                              f"({str(exc).splitlines()[0]}).") from None
+    return model
+
+
+def _create_plain(key: str, embedding_dim: int, in_chans: int,
+                  weights: str | os.PathLike | None) -> EmbeddingNet:
+    from radsearch.models.cnn import WIDTHS, PlainCNN
+
+    backbone = PlainCNN(in_chans, WIDTHS[key])
+    model = EmbeddingNet(backbone, backbone.num_features, embedding_dim, key)
+    wname = "none" if weights is None else str(weights)
+    if wname.lower() == "imagenet":
+        raise ConfigError(f"model.weights=imagenet: {key} has no ImageNet weights (it is meant to "
+                          "train from scratch on a CPU); use model.weights=none or a radsearch "
+                          "checkpoint, or model.name=resnet18 for ImageNet weights.")
+    if wname.lower() != "none":
+        state = _load_local(Path(wname))
+        try:
+            model.load_state_dict(state)
         except RuntimeError as exc:
             raise ConfigError(f"model.weights={wname}: the checkpoint does not fit {key} with "
                               f"embedding_dim={embedding_dim}, in_chans={in_chans} "

@@ -87,22 +87,22 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 def load_embedder(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "auto",
                   batch_size: int = 64) -> Embedder:
     """Model + preprocessing of a training run folder, and its fingerprint."""
-    from radsearch.data import build_transforms
-    from radsearch.data.transforms import PRESETS
     from radsearch.training.embed import (checkpoint_path, load_run_config, load_run_model,
                                           resolve_device)
+    from radsearch.training.preprocessing import load_preprocessing
 
     config = load_run_config(run_dir)
     dev = resolve_device(device)
     model = load_run_model(run_dir, checkpoint, dev)
-    transform = build_transforms(config.data.preset, train=False,
-                                 image_size=config.data.image_size, resize=config.data.resize)
-    preset = PRESETS[config.data.preset]
+    # the run's resolved input statistics (data.normalize=auto), not the preset's constants
+    preprocessing = load_preprocessing(run_dir, config)
+    transform = preprocessing.transform(train=False)
     fingerprint = {
         "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, checkpoint)),
         "model": config.model.name, "embedding_dim": int(config.model.embedding_dim),
-        "preset": config.data.preset, "image_size": int(config.data.image_size),
-        "resize": int(config.data.resize), "normalisation": [preset.mean, preset.std],
+        "preset": preprocessing.preset, "image_size": int(preprocessing.image_size),
+        "resize": int(preprocessing.resize),
+        "normalisation": [preprocessing.mean, preprocessing.std],
         "mirror_right": config.data.mirror_right if config.data.mirror_right is not None
         else ("auto (right knees when the manifest has a side column)"
               if config.data.preset == "oai" else False),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -511,3 +511,64 @@ def generate_chest(n_subjects: int, seed: int = 0, image_size: int = 256,
     table = table[["image", "subject", "time", "view", "study", "split", "labels", "report", "age",
                    "sex"]]
     return finish_cohort(table, [r[1] for r in results], out)
+
+
+# ------------------------------------------------------------------ draw from given labels
+def draw_from_labels(labels: Sequence[str], seed: int = 0, image_size: int = 128,
+                     subject_similarity: float = 0.35, acquisition_noise: float = 1.0,
+                     with_report: bool = True) -> tuple[np.ndarray, str]:
+    """One phantom radiograph (uint8 [size, size]) showing exactly ``labels`` (CheXpert names;
+    "No Finding" or an empty list = normal), and a synthetic report of the same labels.
+
+    Pairs real report text with an image whose findings come from that report (e.g. OpenI MeSH
+    findings mapped to CheXpert): the anatomy, laterality, zones, sizes and acquisition are drawn
+    from ``seed``, so the same (labels, seed) always gives the same image.
+    """
+    check_common_args("draw_from_labels", 1, image_size)
+    unknown = [name for name in labels if name not in FINDINGS]
+    if unknown:
+        raise ConfigError(f"draw_from_labels: {unknown[0]!r} is not a CheXpert label; use "
+                          f"{', '.join(FINDINGS)}.")
+    rng = np.random.default_rng([int(seed), 7919])
+    anatomy = _anatomy(rng, 1.0 - float(subject_similarity))
+    findings: dict[str, dict[str, str]] = {}
+    for name in labels:
+        if name in ("No Finding", "Support Devices"):
+            continue
+        side = SIDES[int(rng.integers(2))] if name in CHRONIC else \
+            ("right", "left", "bilateral")[int(rng.choice(3, p=(0.4, 0.35, 0.25)))]
+        if name == "Pneumothorax" and side == "bilateral":
+            side = "right"
+        findings[name] = {"side": side, "zone": ZONES[int(rng.choice(3, p=(0.2, 0.3, 0.5)))],
+                          "size": SIZES[int(rng.choice(3, p=(0.5, 0.35, 0.15)))]}
+    devices: list[str] = []
+    if "Support Devices" in labels:
+        devices = ["pacemaker"] if rng.random() < 0.3 else ["central line"]
+        findings["Support Devices"] = {"device": _device_text(devices)}
+    acute = any(name in ACUTE for name in findings)
+    lesion = findings.get("Lung Lesion", {"side": "right", "zone": "mid zone"})
+    st = StudyState(findings=findings, devices=tuple(devices), years=0.0,
+                    view="AP" if rng.random() < (0.8 if acute else 0.15) else "PA",
+                    nodule=(_side_sign(lesion["side"]) * float(rng.uniform(0.3, 0.55)),
+                            ZONE_Y[lesion["zone"]] + float(rng.normal(0, 0.06)),
+                            float(rng.uniform(0.03, 0.06))),
+                    fracture=(_side_sign(findings.get("Fracture", {"side": "right"})["side"]),
+                              int(rng.integers(3, 8)), float(rng.random())),
+                    pleural_side=_side_sign(findings.get("Pleural Other",
+                                                         {"side": "right"})["side"]))
+    tex_size = max(96, min(image_size, 384))
+    sigma = 1.6 * tex_size / 256
+    texture = band_noise(rng, tex_size, sigma, 5 * sigma, anisotropy=(1.0, 3.0))
+    noise = float(acquisition_noise)
+    pose = (float(rng.normal(0, 2.0 * noise)), float(np.exp(rng.normal(0, 0.03 * noise))),
+            (float(rng.normal(0, 0.03 * noise)), float(rng.normal(0, 0.03 * noise))),
+            float(rng.normal(0, 0.03 * noise)))
+    att = draw_chest(int(image_size), anatomy, st, texture, pose, 1.0)
+    acq = Acquisition(gain=2.3 * float(np.exp(rng.normal(0, 0.1 * noise))),
+                      gamma=float(np.exp(rng.normal(0.05, 0.1 * noise))), offset=0.02,
+                      blur=0.7 * float(np.exp(rng.normal(0, 0.25 * noise))),
+                      noise=0.02 * min(noise, 3.0) * float(np.exp(rng.normal(0, 0.2))),
+                      collimation=(0.0, 0.0, 0.0, 0.0))
+    image = render(att, acq, rng)
+    report = write_report(findings, rng) if with_report else ""
+    return image, report

@@ -14,24 +14,23 @@ from pathlib import Path
 import numpy as np
 
 from radsearch.io import atomic_open, write_text
-
-METRICS_FILE = "metrics.csv"
-HISTOGRAMS_FILE = "histograms.npz"
+from radsearch.training.rundir import RunDir
 
 
 class RunLogger:
     """Per-epoch rows (loss, margins, mining counts, validation metrics) → CSV + TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
-        self.run_dir = Path(run_dir)
-        self.rows: list[dict[str, float]] = read_metrics(self.run_dir)
-        self.histograms: dict[str, np.ndarray] = read_histograms(self.run_dir)
+    def __init__(self, run_dir: RunDir | Path, tensorboard: bool = True):
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run_dir = self.run.path
+        self.rows: list[dict[str, float]] = read_metrics(self.run)
+        self.histograms: dict[str, np.ndarray] = read_histograms(self.run)
         self._writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+                self._writer = SummaryWriter(log_dir=str(self.run.tensorboard))
             except ImportError:  # tensorboard is a declared dependency; stay usable without it
                 self._writer = None
 
@@ -74,9 +73,9 @@ class RunLogger:
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         for row in self.rows:
-            writer.writerow({k: row.get(k, "") for k in columns})
-        write_text(self.run_dir / METRICS_FILE, buffer.getvalue())
-        with atomic_open(self.run_dir / HISTOGRAMS_FILE, "wb") as fh:
+            writer.writerow({k: _cell(row.get(k, "")) for k in columns})
+        write_text(self.run.metrics, buffer.getvalue())
+        with atomic_open(self.run.histograms, "wb") as fh:
             np.savez(fh, **{k.replace("/", "__"): v for k, v in self.histograms.items()})
 
     def close(self) -> None:
@@ -84,19 +83,38 @@ class RunLogger:
             self._writer.close()
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    """metrics.csv as a list of rows with float values (empty when absent)."""
-    path = Path(run_dir) / METRICS_FILE
+def _cell(value) -> str | int | float:
+    """Counts (epoch, batches) stay integers; floats keep Python's shortest round-trip form."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return value
+
+
+def _parse(text: str | None) -> int | float:
+    if text in ("", None):
+        return math.nan
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def read_metrics(run_dir: RunDir | Path) -> list[dict[str, float]]:
+    """metrics.csv as a list of rows (integers stay int, the rest float; empty when absent)."""
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
-                for row in csv.DictReader(fh)]
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def read_histograms(run_dir: Path) -> dict[str, np.ndarray]:
+def read_histograms(run_dir: RunDir | Path) -> dict[str, np.ndarray]:
     """``{"delta/3/edges": …, "delta/3/counts": …}`` from histograms.npz (empty when absent)."""
-    path = Path(run_dir) / HISTOGRAMS_FILE
+    path = RunDir(run_dir).histograms
     if not path.is_file():
         return {}
     with np.load(path) as data:

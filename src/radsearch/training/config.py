@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from radsearch.errors import ConfigError
 from radsearch.io import write_text
@@ -38,10 +38,12 @@ class DataConfig(_Strict):
     manifest: str | None = None          # any Cohort manifest (CSV / Parquet)
     synth: SynthConfig | None = None     # …or a synthetic cohort
     preset: Literal["oai", "cxr"] = "oai"
-    image_size: int = Field(256, ge=16)
-    resize: int = Field(280, ge=16)
+    image_size: int = Field(256, ge=16)  # the S × S crop the network sees
+    resize: int = Field(280, ge=16)      # images are resized to R × R first (R >= S)
     mirror_right: bool | None = None     # None: True for preset oai when the cohort has a side
-    in_memory: bool = False              # decode every image once and keep it in RAM
+    # grey-level normalisation: the preset's constants, or mean/std of the training split (auto)
+    normalize: Literal["preset", "auto"] = "preset"
+    in_memory: bool = False              # decode every image once (uint8), augment whole batches
     workers: int = Field(2, ge=0)
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)   # when the manifest has no val split
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)  # when the manifest has no split at all
@@ -55,17 +57,38 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = "resnet18"
+    name: str = "resnet18"               # one of radsearch.models.MODELS
     embedding_dim: int = Field(128, ge=1)
     weights: str = "none"                # none | imagenet | PATH
     first_conv: Literal["average", "reinit"] = "average"
     sync_batchnorm: bool = True          # multi-GPU only (SyncBatchNorm needs CUDA)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from radsearch.models import MODELS
+
+        key = name.lower().replace("-", "").replace("_", "")
+        if key not in {m.replace("-", "") for m in MODELS}:
+            raise ValueError(f"unknown backbone; use one of {', '.join(MODELS)}")
+        return name
 
 
 class MethodConfig(_Strict):
     name: str = "AdaTriplet-AM"
     preset: Literal["oai", "cxr"] | None = None   # None: data.preset
     options: dict[str, Any] = Field(default_factory=dict)  # overrides passed to build_method
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from radsearch.losses import METHODS
+
+        if name not in METHODS:
+            close = difflib.get_close_matches(name, list(METHODS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"unknown method{hint}; use one of {', '.join(METHODS)}")
+        return name
 
 
 class OptimConfig(_Strict):
@@ -80,18 +103,39 @@ class TrainConfig(_Strict):
     images_per_subject: int = Field(4, ge=2)
     sampler_policy: Literal["skip", "replace"] = "skip"
     max_batches_per_epoch: int | None = Field(None, ge=1)   # an equal budget for comparisons
+    # an epoch of exactly this many batches, drawn from as many passes of the sampler as needed
+    # (AutoMargin and validation run per epoch; None: one pass of the sampler)
+    batches_per_epoch: int | None = Field(None, ge=1)
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
-    amp: bool = True                     # GPU only
-    channels_last: bool = True           # GPU only
+    amp: bool = True                     # GPU: mixed precision (bf16 where supported, else fp16)
+    # CPU: bf16 autocast where the CPU has bf16 instructions and a check on the first batch
+    # agrees with fp32 (auto), always (bf16) or never (fp32)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True           # NHWC memory layout (GPU and CPU)
     threads: int | None = Field(None, ge=1)   # torch intra-op threads on CPU
     progress: bool = True
 
 
+def val_metrics() -> tuple[str, ...]:
+    """Forensic metrics a run can select its best epoch on (counts such as n_skipped are not)."""
+    from radsearch.evaluation.metrics import FORENSIC_CMC_KS
+
+    return ("mAP", "mAP@R", "R-precision", "MRR", *(f"CMC@{k}" for k in FORENSIC_CMC_KS),
+            *(f"CMC@{k}_first" for k in FORENSIC_CMC_KS))
+
+
 class ValConfig(_Strict):
     every: int = Field(1, ge=1)          # validate every N epochs (and after the last one)
-    metric: str = "mAP"                  # key of ForensicResult.groups["all"] used for "best"
+    metric: str = "mAP"                  # forensic metric of the validation fold used for "best"
     batch_size: int = Field(64, ge=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in val_metrics():
+            raise ValueError(f"not a validation metric; use one of {', '.join(val_metrics())}")
+        return metric
 
 
 class RunConfig(_Strict):
@@ -197,7 +241,8 @@ def validate_config(data: dict[str, Any], source: str = "config") -> Config:
             hint = _suggest(error["loc"])
             raise ConfigError(f"{source}: unknown key {key!r}{hint}.") from None
         value = error.get("input")
-        raise ConfigError(f"{source}: {key}={value!r}: {error['msg']}.") from None
+        message = str(error["msg"]).removeprefix("Value error, ").rstrip(".")
+        raise ConfigError(f"{source}: {key}={value!r}: {message}.") from None
 
 
 def _suggest(loc: tuple) -> str:

@@ -5,14 +5,19 @@ method registry (``radsearch.losses.build_method``) supplies the loss, its miner
 proxies; ``method.on_epoch_end()`` runs after the last batch of every epoch (AutoMargin updates ε/β
 there). Validation = forensic leave-one-out retrieval inside the held-out fold; the best-metric
 and last checkpoints are written atomically, so a killed run resumes losing at most one epoch.
+
+With ``data.in_memory`` every split is decoded once into uint8 tensors and whole batches are
+augmented in-process (radsearch.data.batches); otherwise a DataLoader reads and transforms files.
+On CPU, ``train.precision`` chooses bf16 autocast or fp32 (radsearch.training.precision).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +33,13 @@ from radsearch.training.cohorts import load_training_cohort
 from radsearch.training.config import Config
 from radsearch.training.distributed import (DistInfo, average_gradients, barrier, gather_batch,
                                             init_from_env)
-from radsearch.training.embed import (clean_worker_error, embed_cohort, mirror_right_for,
-                                      resolve_device)
+from radsearch.training.embed import (clean_worker_error, embed_cohort, embed_pixels,
+                                      mirror_right_for, resolve_device)
+from radsearch.training.precision import autocast_context, resolve_cpu_precision
+from radsearch.training.preprocessing import resolve_preprocessing, save_preprocessing
+from radsearch.training.rundir import RunDir, output_errors
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(RadsearchError):
@@ -89,9 +99,12 @@ def train_step(model: torch.nn.Module, method: torch.nn.Module, optimizer: torch
 class Trainer:
     """Holds the pieces of one run; :meth:`fit` runs (or resumes) it."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, report: Callable[[str], None] | None = None):
         self.config = config
-        self.run_dir = config.run_dir()
+        self.report = report or log.info
+        self.run = RunDir(config.run_dir())
+        self.run_dir = self.run.path
+        self.resumed_from: int | None = None
         self.device = resolve_device(config.train.device)
         self.info = init_from_env(self.device.type)
         if self.info.enabled and self.device.type == "cuda":
@@ -111,26 +124,28 @@ class Trainer:
         if self.info.is_main:
             barrier(self.info)
         self.cohort = cohort
-        _check_same_run(c, self.run_dir)
+        _check_same_run(c, self.run)
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            cohort.save(self.run_dir / "cohort.csv")
-            c.save(self.run_dir / "config.yaml")
+            cohort.save(self.run.cohort)
+            c.save(self.run.config)
         self.train_cohort = cohort.split("train")
         self.val_cohort = cohort.split("val")
         self.mirror_right = mirror_right_for(c, cohort)
-        self.train_images = self._in_memory(self.train_cohort)
-        self.val_images = self._in_memory(self.val_cohort)
-        self.train_transform = build_transforms(c.data.preset, train=True,
-                                                image_size=c.data.image_size, resize=c.data.resize)
-        self.val_transform = build_transforms(c.data.preset, train=False,
-                                              image_size=c.data.image_size, resize=c.data.resize)
+        self.train_memory = self._in_memory(self.train_cohort)
+        self.val_memory = self._in_memory(self.val_cohort)
+        self.pre = resolve_preprocessing(c, self.train_cohort, self.train_memory)
+        if self.info.is_main:
+            save_preprocessing(self.run.preprocessing, self.pre)
+        self.train_transform = self.pre.transform(train=True)
+        self.val_transform = self.pre.transform(train=False)
 
         model = create_model(c.model.name, embedding_dim=c.model.embedding_dim, in_chans=1,
                              weights=c.model.weights, first_conv=c.model.first_conv)
         model = model.to(self.device)
         self.gpu = self.device.type == "cuda"
-        if self.gpu and c.train.channels_last:
+        self.channels_last = c.train.channels_last
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.method = build_loss_method(c, self.train_cohort).to(self.device)
@@ -144,34 +159,59 @@ class Trainer:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.gpu else None)
 
-        self.use_amp = self.gpu and c.train.amp
-        bf16 = self.use_amp and torch.cuda.is_bf16_supported()
-        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and not bf16 else None
+        self.scaler = None
+        if self.gpu:
+            self.amp_dtype = None
+            if c.train.amp:
+                bf16 = torch.cuda.is_bf16_supported()
+                self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+                self.scaler = None if bf16 else torch.amp.GradScaler("cuda")
+            self.precision_note = f"GPU, amp={c.train.amp} ({self.amp_dtype})"
+        else:
+            self.amp_dtype, self.precision_note = resolve_cpu_precision(
+                c.train.precision, self.model, self._precision_sample())
+        if self.info.is_main:
+            self.report(f"precision: {self.precision_note}")
 
         codes = self.train_cohort.subject_codes()
         self.sampler = MPerSubjectBatchSampler(
             codes, m=c.train.images_per_subject, subjects_per_batch=c.train.subjects_per_batch,
             policy=c.train.sampler_policy, seed=c.train.seed, rank=self.info.rank,
             world_size=self.info.world_size)
-        self.logger = RunLogger(self.run_dir, tensorboard=self.info.is_main)
+        self.logger = RunLogger(self.run, tensorboard=self.info.is_main)
         self.start_epoch = 0
         self.best = {"metric": -math.inf, "epoch": -1}
         self._resume()
 
     def _in_memory(self, cohort: Cohort):
+        """uint8 images of ``cohort`` resized to data.resize (None unless data.in_memory)."""
         if not self.config.data.in_memory:
             return None
-        from radsearch.images import read_image
+        from radsearch.data.batches import MemoryImages
 
-        return [np.round(read_image(p) * 255).astype(np.uint8) for p in cohort.image_paths()]
+        return MemoryImages(cohort, self.config.data.resize, mirror_right=self.mirror_right)
+
+    def _precision_sample(self) -> torch.Tensor:
+        """A few validation images as the network sees them (for the bf16 agreement check)."""
+        n = min(16, len(self.val_cohort))
+        if self.val_memory is not None:
+            images = self.pre.batch_augment(train=False)(self.val_memory.pixels[:n])
+        else:
+            from radsearch.data import CohortDataset
+
+            data = CohortDataset(self.val_cohort, transform=self.val_transform,
+                                 mirror_right=self.mirror_right)
+            images = torch.stack([data[i][0] for i in range(n)])
+        images = images.to(self.device)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
+            else images
 
     def _resume(self) -> None:
-        path = self.run_dir / "last.pt"
+        path = self.run.last
         if not (self.config.run.resume and path.is_file()):
             if self.info.is_main:
-                for stale in ("metrics.csv", "histograms.npz"):
-                    (self.run_dir / stale).unlink(missing_ok=True)
+                for stale in (self.run.metrics, self.run.histograms):
+                    stale.unlink(missing_ok=True)
                 self.logger.rows, self.logger.histograms = [], {}
             return
         state = torch.load(path, map_location=self.device, weights_only=False)
@@ -184,6 +224,9 @@ class Trainer:
         self.best = dict(state["best"])
         self.logger.keep_until(self.start_epoch)
         self.resumed_from = self.start_epoch
+        if self.info.is_main:
+            self.report(f"resuming {self.run_dir} at epoch {self.start_epoch + 1} of "
+                        f"{self.config.train.epochs} (epochs 1–{self.start_epoch} are in {path.name})")
 
     # -------------------------------------------------------------- training
     def fit(self) -> Path:
@@ -206,39 +249,60 @@ class Trainer:
         from radsearch.data import CohortDataset, seed_worker
 
         dataset = CohortDataset(self.train_cohort, transform=self.train_transform,
-                                images=self.train_images, mirror_right=self.mirror_right)
+                                mirror_right=self.mirror_right)
         generator = torch.Generator()
         generator.manual_seed(self.config.train.seed * 100_003 + epoch * 1_009 + self.info.rank)
-        self.sampler.set_epoch(epoch)
         workers = self.config.data.workers
-        return DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+        return DataLoader(dataset, batch_sampler=list(self._rows(epoch)), num_workers=workers,
                           worker_init_fn=seed_worker if workers else None, generator=generator,
                           pin_memory=self.gpu)
+
+    def _batches(self, epoch: int):
+        """(images, labels) of one epoch: augmented in memory, or from a DataLoader."""
+        if self.train_memory is None:
+            for images, labels, _rows in self._loader(epoch):
+                yield images, labels
+            return
+        augment = self.pre.batch_augment(train=True)
+        for rows in self._rows(epoch):
+            index = torch.as_tensor(rows)
+            yield augment(self.train_memory.pixels[index]), self.train_memory.labels[index]
+
+    def _rows(self, epoch: int):
+        """Row lists of one epoch; with train.batches_per_epoch, consecutive sampler passes."""
+        per_epoch = self.config.train.batches_per_epoch
+        if per_epoch is None:
+            self.sampler.set_epoch(epoch)
+            yield from self.sampler
+            return
+        passes = -(-per_epoch // len(self.sampler))
+        for p in range(passes):
+            self.sampler.set_epoch(epoch * passes + p)
+            yield from self.sampler
 
     def _train_epoch(self, epoch: int) -> tuple[dict[str, float], dict]:
         c = self.config
         # Re-seeding per epoch makes a resumed run draw the same augmentations as an unbroken one.
         seed_everything(c.train.seed * 100_003 + epoch * 1_009 + self.info.rank)
         self.ddp_model.train()
-        n_batches = len(self.sampler)
+        n_batches = c.train.batches_per_epoch or len(self.sampler)
         if c.train.max_batches_per_epoch:
             n_batches = min(n_batches, c.train.max_batches_per_epoch)
         losses: list[float] = []
         started = time.perf_counter()
-        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
-                    else contextlib.nullcontext())
         with _progress(c.train.progress and self.info.is_main, f"epoch {epoch + 1}/{c.train.epochs}",
                        n_batches) as advance:
             try:
-                for step, (images, labels, _rows) in enumerate(self._loader(epoch)):
+                for step, (images, labels) in enumerate(self._batches(epoch)):
                     if step >= n_batches:
                         break
                     images = images.to(self.device, non_blocking=True)
-                    if self.gpu and c.train.channels_last:
+                    if self.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
                     labels = labels.to(self.device, non_blocking=True)
                     loss = train_step(self.ddp_model, self.method, self.optimizer, images, labels,
-                                      info=self.info, scaler=self.scaler, autocast=autocast)
+                                      info=self.info, scaler=self.scaler,
+                                      autocast=autocast_context(self.device, self.amp_dtype))
                     if not math.isfinite(loss):
                         self._diverged(epoch, f"batch {step + 1}: the loss is {loss}")
                     losses.append(loss)
@@ -248,21 +312,22 @@ class Trainer:
         stats = {k: float(v) for k, v in self.method.epoch_stats().items()}
         histograms = self.method.epoch_histograms()
         self.method.on_epoch_end()
+        stats.pop("batches", None)   # the engine's own count (an int) is the one logged
         row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else math.nan,
-               "batches": float(len(losses)),
+               "batches": len(losses),
                "seconds": time.perf_counter() - started, **stats}
         return row, histograms
 
     def _diverged(self, epoch: int, where: str) -> None:
-        kept = (f"the last good checkpoint is kept at {self.run_dir / 'last.pt'} "
-                f"(after epoch {self.start_epoch_done()})" if (self.run_dir / "last.pt").is_file()
+        kept = (f"the last good checkpoint is kept at {self.run.last} "
+                f"(after epoch {self.start_epoch_done()})" if self.run.last.is_file()
                 else "no checkpoint had been written yet")
         raise TrainingDivergedError(
             f"epoch {epoch + 1}, {where}; the run stopped and {kept}. Lower optim.lr, check the "
             "images for corrupt values, or try model.weights.")
 
     def start_epoch_done(self) -> int:
-        state = torch.load(self.run_dir / "last.pt", map_location="cpu", weights_only=False)
+        state = torch.load(self.run.last, map_location="cpu", weights_only=False)
         return int(state["epoch"])
 
     # ------------------------------------------------------------ validation
@@ -271,22 +336,22 @@ class Trainer:
             return {}
         from radsearch.evaluation import evaluate_forensic
 
-        c = self.config
-        embeddings = embed_cohort(self.model, self.val_cohort, self.val_transform,
-                                  batch_size=c.val.batch_size, device=self.device,
-                                  workers=c.data.workers, mirror_right=self.mirror_right,
-                                  images=self.val_images,
-                                  channels_last=self.gpu and c.train.channels_last)
+        embeddings = self._embed(self.model, self.val_cohort, self.val_memory)
         if not np.isfinite(embeddings).all():
             self._diverged(epoch, "validation: the model's embeddings contain NaN or infinity")
         result = evaluate_forensic(embeddings, self.val_cohort, leave_one_out=True)
-        overall = result.groups["all"]
-        if c.val.metric not in overall:
-            from radsearch.errors import ConfigError
+        return {f"val_{k}": float(v) for k, v in result.groups["all"].items()}
 
-            raise ConfigError(f"val.metric={c.val.metric!r} is not a forensic metric; use one of "
-                              f"{', '.join(k for k in overall if k != 'n_queries')}.")
-        return {f"val_{k}": float(v) for k, v in overall.items()}
+    def _embed(self, model: torch.nn.Module, cohort: Cohort, memory) -> np.ndarray:
+        """Test-time embeddings of ``cohort`` (from memory when it is held there)."""
+        c = self.config
+        if memory is not None:
+            return embed_pixels(model, memory.pixels, self.pre.batch_augment(train=False),
+                                batch_size=c.val.batch_size, device=self.device,
+                                channels_last=self.channels_last)
+        return embed_cohort(model, cohort, self.val_transform, batch_size=c.val.batch_size,
+                            device=self.device, workers=c.data.workers,
+                            mirror_right=self.mirror_right, channels_last=self.channels_last)
 
     def _checkpoint(self, epoch: int, row: dict[str, float]) -> None:
         if not self.info.is_main:
@@ -301,8 +366,8 @@ class Trainer:
                  "epoch": epoch + 1, "best": self.best, "config": self.config.model_dump(mode="json")}
         if improved:  # for evaluation only: no optimiser state (a third of the size)
             _save({k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
-                  self.run_dir / "best.pt")
-        _save(state, self.run_dir / "last.pt")
+                  self.run.best)
+        _save(state, self.run.last)
 
     def _final_test(self) -> None:
         """Per-year forensic results of the best checkpoint on the test split (results.json)."""
@@ -313,18 +378,21 @@ class Trainer:
         if (self.cohort.table["split"] == "test").any():
             from radsearch.evaluation import evaluate_forensic
             from radsearch.training.embed import load_run_model
+            from radsearch.training.references import RawPixels, reference_results
 
             test = self.cohort.split("test")
+            memory = self._in_memory(test)
             model = load_run_model(self.run_dir, "best", self.device)
-            embeddings = embed_cohort(model, test, self.val_transform,
-                                      batch_size=self.config.val.batch_size, device=self.device,
-                                      workers=self.config.data.workers,
-                                      mirror_right=self.mirror_right,
-                                      images=self._in_memory(test))
-            result = evaluate_forensic(embeddings, test)
-            write_json(self.run_dir / "results.json", result.to_dict())
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            result = evaluate_forensic(self._embed(model, test, memory), test)
+            write_json(self.run.results, result.to_dict())
             summary["test"] = result.groups.get("all", {})
-        write_json(self.run_dir / "summary.json", summary)
+            references = reference_results(
+                self.config, test, lambda m: self._embed(m.to(self.device), test, memory),
+                pixels=lambda: self._embed(RawPixels(), test, memory))
+            write_json(self.run.references, references)
+        write_json(self.run.summary, summary)
 
 
 # Settings that may change when a run is resumed (they do not change what is learned).
@@ -332,10 +400,11 @@ _RESUMABLE = {("train", "epochs"), ("train", "progress"), ("train", "device"), (
               ("data", "workers"), ("run", "resume"), ("val", "batch_size")}
 
 
-def _check_same_run(config: Config, run_dir: Path) -> None:
+def _check_same_run(config: Config, run: RunDir) -> None:
     """Resuming a folder trained with other settings would mix two experiments: refuse."""
-    saved_path = run_dir / "config.yaml"
-    if not (config.run.resume and (run_dir / "last.pt").is_file() and saved_path.is_file()):
+    saved_path = run.config
+    run_dir = run.path
+    if not (config.run.resume and run.last.is_file() and saved_path.is_file()):
         return
     from radsearch.errors import ConfigError
     from radsearch.training.config import load_config
@@ -371,17 +440,22 @@ def _progress(enabled: bool, description: str, total: int):
         yield lambda loss: progress.update(task, advance=1, loss=f"{loss:.4f}")
 
 
-def train(config: Config) -> Path:
-    """Train (or resume) the run described by ``config``; returns its folder."""
+def train(config: Config, report: Callable[[str], None] | None = None) -> Path:
+    """Train (or resume) the run described by ``config``; returns its folder.
+
+    ``report`` receives one-line notices (precision chosen, resuming from which epoch); by
+    default they go to the ``radsearch.training.engine`` logger.
+    """
     threads = torch.get_num_threads()
     if config.train.threads:
         # One thread per process is often faster on a busy CPU (no OpenMP spin contention).
         torch.set_num_threads(config.train.threads)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     try:
-        trainer = Trainer(config)
-        trainer.setup()
-        return trainer.fit()
+        with output_errors(config.run_dir()):
+            trainer = Trainer(config, report)
+            trainer.setup()
+            return trainer.fit()
     finally:
         torch.set_num_threads(threads)
         if owns_group and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -389,5 +463,4 @@ def train(config: Config) -> Path:
 
 
 def run_summary(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return RunDir(run_dir).read_json("summary")

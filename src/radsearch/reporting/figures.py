@@ -1,8 +1,10 @@
-"""Figures and the markdown report of a set of runs (used by ``radsearch demo``).
+"""Figures of a set of runs (used by ``radsearch demo``).
 
+- learning.png: validation mAP per epoch of each run against the reference lines;
 - margins.png: ε and β per epoch (paper Fig. 3), with mean Δ and mean negative similarity;
 - distributions.png: Δ and negative-pair similarity distributions per epoch (Fig. 2b–c);
-- queries.png: queries at the largest gap with their top-5 gallery matches (Fig. 1a style).
+- queries.png: queries at the largest gap with their top-5 gallery matches and the rank of the
+  true match (Fig. 1a style).
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from radsearch.cohort import Cohort  # noqa: E402
-from radsearch.io import atomic_path, write_text  # noqa: E402
+from radsearch.io import atomic_path  # noqa: E402
 from radsearch.training.callbacks import epoch_histograms, read_metrics  # noqa: E402
-from radsearch.training.compare import comparison_markdown  # noqa: E402
 
 COLORS = {"AdaTriplet-AM": "tab:red", "Triplet": "tab:blue"}
 
@@ -29,6 +30,28 @@ def _save(fig, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_learning_curves(runs: dict[str, Path], path: Path,
+                         references: dict[str, float] | None = None,
+                         metric: str = "mAP") -> Path:
+    """Validation ``metric`` (%) per epoch of every run; ``references``: label → horizontal line."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for name, run_dir in runs.items():
+        rows = [r for r in read_metrics(run_dir) if np.isfinite(r.get(f"val_{metric}", np.nan))]
+        if rows:
+            ax.plot([r["epoch"] + 1 for r in rows], [100 * r[f"val_{metric}"] for r in rows],
+                    marker="o", ms=3, label=name, color=COLORS.get(name))
+    styles = ["--", ":", "-."]
+    for i, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(100 * value, ls=styles[i % 3], color="grey", lw=1.2, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric} (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Learning curves: validation {metric} (leave-one-out) per epoch")
+    return _save(fig, path)
 
 
 def plot_margins(runs: dict[str, Path], path: Path) -> Path:
@@ -105,10 +128,27 @@ def top_matches(embeddings: np.ndarray, cohort: Cohort, n_queries: int = 4, k: i
     return [(int(q), [int(gallery[j]) for j in row]) for q, row in zip(queries, order)]
 
 
+def true_match_rank(embeddings: np.ndarray, cohort: Cohort, query: int) -> int:
+    """1-based rank of the first same-subject image in the baseline gallery of ``query``."""
+    table = cohort.table
+    first = table.groupby("subject")["time"].transform("min").to_numpy()
+    gallery = np.flatnonzero(table["time"].to_numpy() == first)
+    sims = embeddings[gallery] @ embeddings[query]
+    same = cohort.subjects[gallery] == cohort.subjects[query]
+    if not same.any():
+        return 0
+    best_same = sims[same].max()
+    return int((sims > best_same).sum()) + 1
+
+
 def plot_queries(embeddings: np.ndarray, cohort: Cohort, path: Path, n_queries: int = 4,
                  k: int = 5, images: np.ndarray | None = None, seed: int = 0,
-                 mirror_right: bool = False) -> Path:
-    """Query (left) and its top-k gallery images; green frame = same subject, red = another."""
+                 mirror_right: bool = False, title: str = "") -> Path:
+    """Query (left) and its top-k gallery images; green frame = same subject, red = another.
+
+    Tiles are large enough to see the anatomy; each query's title gives the rank at which its
+    true match (the same person's baseline image) was found.
+    """
     from radsearch.images import read_image
 
     matches = top_matches(embeddings, cohort, n_queries, k, seed)
@@ -123,9 +163,11 @@ def plot_queries(embeddings: np.ndarray, cohort: Cohort, path: Path, n_queries: 
         return pixels[:, ::-1] if mirror_right and sides is not None and sides[row] == "R" \
             else pixels
 
-    fig, axes = plt.subplots(len(matches), k + 1, figsize=(1.9 * (k + 1), 2.15 * len(matches)),
-                             squeeze=False)
+    tile = 2.6
+    fig, axes = plt.subplots(len(matches), k + 1, figsize=(tile * (k + 1), (tile + 0.55) *
+                                                           len(matches)), squeeze=False)
     for r, (query, hits) in enumerate(matches):
+        rank = true_match_rank(embeddings, cohort, query)
         for c, row in enumerate([query, *hits]):
             ax = axes[r][c]
             ax.imshow(image(row), cmap="gray", vmin=0, vmax=1 if images is None else 255)
@@ -133,58 +175,18 @@ def plot_queries(embeddings: np.ndarray, cohort: Cohort, path: Path, n_queries: 
             ax.set_yticks([])
             side = f" {sides[row]}" if sides is not None else ""
             if c == 0:
-                ax.set_title(f"query {subjects[row]}{side}\n{times[row]:.0f} y", fontsize=8)
-                color, width = "black", 2
+                ax.set_title(f"QUERY {subjects[row]}{side}, year {times[row]:.0f}\n"
+                             f"true match at rank {rank}", fontsize=10, fontweight="bold")
+                color, width = "black", 3
             else:
                 same = subjects[row] == subjects[query]
-                color, width = ("limegreen" if same else "red"), 3
-                ax.set_title(f"#{c} {subjects[row]}{side}\n{times[row]:.0f} y", fontsize=8)
+                color, width = ("limegreen" if same else "red"), 5
+                ax.set_title(f"#{c} {subjects[row]}{side}, year {times[row]:.0f}"
+                             + ("  ✓" if same else ""), fontsize=10)
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(width)
-    fig.suptitle("Latest-visit queries and their top-5 baseline matches (green: same person)",
-                 fontsize=10)
+    fig.suptitle(title or f"Latest-visit queries and their top-{k} baseline matches "
+                 "(green frame: the same person)", fontsize=12)
+    fig.tight_layout()
     return _save(fig, path)
-
-
-def write_report(out: Path, runs: dict[str, Path], figures: dict[str, Path],
-                 notes: list[str] | None = None,
-                 references: dict[str, dict[str, dict[str, float]]] | None = None) -> Path:
-    """demo/report.md: per-year table, margin curves, distributions, example queries.
-
-    ``references``: extra table rows (name → result groups), e.g. the untrained network.
-    """
-    results = {method: [json.loads((Path(run_dir) / "results.json").read_text())]
-               for method, run_dir in runs.items()}
-    first = next(iter(results.values()))[0]
-    for name, groups in (references or {}).items():
-        # same test protocol and gallery as the trained runs; only the scores differ
-        results[name] = [{**first, "groups": groups}]
-    n_queries = {g: int(m.get("n_queries", 0)) for g, m in
-                 json.loads((Path(next(iter(runs.values()))) / "results.json").read_text())
-                 ["groups"].items()}
-    lines = ["# radsearch demo: forensic knee matching across years", ""]
-    lines += notes or []
-    lines += ["", "## Test-set retrieval per years between query and gallery", "",
-              "Queries per group: " + ", ".join(
-                  f"{'All' if g == 'all' else g + ' y'}: {n}" for g, n in n_queries.items()), "",
-              comparison_markdown(results, [0]), ""]
-    captions = {
-        "margins": "## AutoMargin over epochs (paper Fig. 3)\n\nε (triplet margin) and β "
-                   "(negative-similarity threshold) used in each epoch; AutoMargin sets them from "
-                   "the previous epoch's mean Δ and mean negative similarity (right panel). "
-                   "Triplet keeps its fixed ε.",
-        "distributions": "## Δ and negative-similarity distributions per epoch (Fig. 2b–c)\n\n"
-                         "Over all triplets / all negative pairs of each training epoch of "
-                         "AdaTriplet-AM: Δ should move right (positives closer than negatives), "
-                         "negative similarities should concentrate below β.",
-        "queries": "## Example queries (Fig. 1a style)\n\nTest subjects' latest visits against "
-                   "the baseline gallery (both knees of every test subject) with the "
-                   "AdaTriplet-AM model (right knees shown mirrored, as the network sees them); green "
-                   "frames are the same person.",
-    }
-    for key, figure in figures.items():
-        lines += [captions.get(key, f"## {key}"), "", f"![{key}]({Path(figure).name})", ""]
-    path = out / "report.md"
-    write_text(path, "\n".join(lines))
-    return path

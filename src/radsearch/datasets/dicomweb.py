@@ -1,0 +1,208 @@
+"""A PACS over DICOMweb → local de-identified DICOM files + a Cohort manifest.
+
+Studies are listed with QIDO-RS and instances fetched with WADO-RS through the maintained
+``dicomweb-client`` package. Each instance is stored as ``<folder>/images/<sha256(SOP UID)>.dcm``
+after removing every person-name element, a list of identifying attributes and all private tags,
+so PatientName and similar PHI never reach the disk, the manifest, the log or a return value.
+PatientID / StudyDate / StudyInstanceUID become subject / time / study (through the DICOM-folder
+adapter, which reads only those header tags back).
+
+Resumable by construction: a file is written atomically, so after an interruption every file
+present is complete, and a rerun (or a later run that should pick up new studies) fetches only
+the SOP instances that have no file yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from radsearch.cohort import Cohort
+from radsearch.errors import ConfigError, DataError
+from radsearch.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+# QIDO-RS JSON keys (tag numbers) read from listings.
+_STUDY_UID, _SERIES_UID, _SOP_UID = "0020000D", "0020000E", "00080018"
+# Identifying attributes removed besides every PN element and private tags (after PS3.15 Annex E).
+PHI_KEYWORDS = (
+    "PatientBirthDate", "PatientBirthTime", "PatientAddress", "PatientTelephoneNumbers",
+    "OtherPatientIDs", "OtherPatientIDsSequence", "PatientMotherBirthName", "MilitaryRank",
+    "EthnicGroup", "PatientReligiousPreference", "MedicalRecordLocator", "AccessionNumber",
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
+    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "PatientComments",
+    "AdditionalPatientHistory", "RequestAttributesSequence", "DeviceSerialNumber",
+    "ImageComments", "StudyDescription", "SeriesDescription", "StudyID",
+)
+IMAGES = "images"
+MANIFEST = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """What one ingestion run did (counts only: safe to print and log)."""
+
+    studies: int
+    instances: int
+    fetched: int
+    already_present: int
+    manifest: Path
+
+
+def parse_study_filters(items: list[str] | None) -> dict[str, str]:
+    """``["StudyDate=20200101-20201231", "ModalitiesInStudy=DX"]`` → QIDO-RS search filters."""
+    filters: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--study-filter {item!r}: write KEY=VALUE with a DICOM keyword, "
+                              "e.g. StudyDate=20200101-20201231 or ModalitiesInStudy=DX.")
+        filters[key.strip()] = value.strip()
+    return filters
+
+
+def connect(url: str, headers: Mapping[str, str] | None = None, timeout: float = 30):
+    """A DICOMweb client for a server root such as ``http://pacs:8042/dicom-web``."""
+    from dicomweb_client.api import DICOMwebClient
+
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--dicomweb {url!r}: give the server's DICOMweb root as an http:// or "
+                          "https:// URL, e.g. http://localhost:8042/dicom-web.")
+    return DICOMwebClient(url=url.rstrip("/"), headers=dict(headers or {}), timeout=timeout)
+
+
+def ingest_dicomweb(client_or_url, folder: str | os.PathLike, *,
+                    study_filters: Mapping[str, str] | None = None,
+                    subject_salt: str | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[Cohort, IngestStats]:
+    """Fetch every (new) instance of the matching studies into ``folder``; write its manifest.
+
+    Returns the Cohort of everything under ``folder`` (earlier runs included) and the run's counts.
+    ``progress(done, total)`` is called after each instance.
+    """
+    from radsearch.datasets.dicom_folder import read_dicom_folder
+
+    client = connect(client_or_url) if isinstance(client_or_url, str) else client_or_url
+    folder = Path(folder)
+    images = folder / IMAGES
+    images.mkdir(parents=True, exist_ok=True)
+    instances, studies = _list_instances(client, dict(study_filters or {}))
+    fetched = present = 0
+    for done, (study, series, sop) in enumerate(instances, 1):
+        target = images / f"{instance_key(sop)}.dcm"
+        if target.is_file():
+            present += 1
+        else:
+            _fetch(client, study, series, sop, target)
+            fetched += 1
+        if progress is not None:
+            progress(done, len(instances))
+    log.info("DICOMweb: %d studies, %d instances listed, %d fetched, %d already present",
+             studies, len(instances), fetched, present)
+    if not any(images.glob("*.dcm")):
+        raise DataError(f"{folder}: the DICOMweb server listed no instance for the filters "
+                        f"{dict(study_filters or {}) or '(none)'}; check the URL and filters.")
+    cohort = read_dicom_folder(images, subject_salt=subject_salt)
+    manifest = cohort.save(folder / MANIFEST)
+    return Cohort.load(manifest), IngestStats(studies, len(instances), fetched, present, manifest)
+
+
+def instance_key(sop_instance_uid: str) -> str:
+    """File stem of an instance: a hash, so no server-supplied text becomes a path."""
+    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:32]
+
+
+def _list_instances(client, filters: dict[str, str]) -> tuple[list[tuple[str, str, str]], int]:
+    """(study, series, SOP instance) UIDs of every instance of every matching study."""
+    from requests import RequestException
+
+    try:
+        studies = client.search_for_studies(search_filters=filters, get_remaining=True,
+                                            fields=[_STUDY_UID])
+        found = []
+        for study in studies:
+            study_uid = _value(study, _STUDY_UID)
+            for inst in client.search_for_instances(study_instance_uid=study_uid,
+                                                    get_remaining=True,
+                                                    fields=[_SERIES_UID, _SOP_UID]):
+                found.append((study_uid, _value(inst, _SERIES_UID), _value(inst, _SOP_UID)))
+    except RequestException as exc:
+        raise DataError(f"DICOMweb listing (QIDO-RS) failed: {_reason(exc)}; check the URL, "
+                        "that the server is up and that the filters are valid.") from None
+    return sorted(set(found)), len(studies)
+
+
+def _fetch(client, study: str, series: str, sop: str, target: Path) -> None:
+    """WADO-RS retrieve one instance, strip PHI, write atomically."""
+    from requests import RequestException
+
+    try:
+        ds = client.retrieve_instance(study, series, sop)
+    except RequestException as exc:
+        raise DataError(f"DICOMweb retrieve (WADO-RS) of an instance of study {study} failed: "
+                        f"{_reason(exc)}; rerun to resume where it stopped.") from None
+    deidentify(ds)
+    with atomic_path(target) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+
+
+def deidentify(ds) -> None:
+    """Remove every person name, the identifying attributes above and private tags, in place."""
+    def drop_names(dataset, element):
+        if element.VR == "PN":
+            del dataset[element.tag]
+
+    ds.walk(drop_names)
+    for keyword in PHI_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.remove_private_tags()
+    ds.PatientIdentityRemoved = "NO"  # PatientID is kept on purpose: it is the subject
+
+
+def _value(item: dict, tag: str) -> str:
+    try:
+        return str(item[tag]["Value"][0])
+    except (KeyError, IndexError, TypeError):
+        raise DataError(f"DICOMweb listing: an entry has no {tag} value; the server's QIDO-RS "
+                        "answer is incomplete.") from None
+
+
+def _reason(exc: Exception) -> str:
+    """The HTTP status or exception class, never the response body (it may contain names)."""
+    response = getattr(exc, "response", None)
+    if response is not None:
+        return f"HTTP {response.status_code}"
+    return type(exc).__name__
+
+
+def default_folder(index_path: str | os.PathLike) -> Path:
+    """Where `index build/add --dicomweb` keeps the fetched files: ``INDEX.dicomweb`` beside it
+    (the index refers to them by path, so they must outlive the command)."""
+    index_path = Path(index_path)
+    return index_path.with_name(index_path.name + ".dicomweb")
+
+
+def manifest_for_index(manifest: str | os.PathLike | None, url: str | None,
+                       study_filters: list[str] | None, index_path: str | os.PathLike,
+                       folder: str | os.PathLike | None = None) -> Path:
+    """MANIFEST as given, or the manifest of a DICOMweb pull (``--dicomweb URL``) for INDEX.
+
+    The CLI's ``index build`` / ``index add`` call this, so a PACS is one more manifest source.
+    """
+    if url is None:
+        if manifest is None:
+            raise ConfigError("give a MANIFEST or --dicomweb URL (a PACS DICOMweb root).")
+        return Path(manifest)
+    if manifest is not None:
+        raise ConfigError(f"give either MANIFEST ({manifest}) or --dicomweb, not both.")
+    target = Path(folder) if folder is not None else default_folder(index_path)
+    _, stats = ingest_dicomweb(url, target, study_filters=parse_study_filters(study_filters))
+    print(f"DICOMweb: {stats.instances} instances in {stats.studies} studies; "
+          f"{stats.fetched} fetched, {stats.already_present} already in {target}", flush=True)
+    return stats.manifest

@@ -1,0 +1,94 @@
+"""Micro-batching: concurrent requests share one model forward pass, run outside the event loop.
+
+Each request submits its images and awaits a future. One worker task takes everything queued,
+waits up to ``max_wait_s`` for more (up to ``max_batch`` images), runs ``forward`` once on the
+whole batch in a single dedicated thread (the event loop keeps accepting requests meanwhile), and
+hands every request its own rows back. With ``max_batch=1`` it degenerates to one-at-a-time, the
+reference the benchmark compares against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class _Job:
+    images: Sequence[np.ndarray]
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """``await batcher.embed(images)`` → rows of ``forward(all queued images)`` for this request."""
+
+    def __init__(self, forward: Callable[[list[np.ndarray]], np.ndarray], max_batch: int = 16,
+                 max_wait_s: float = 0.005):
+        self.forward = forward
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait_s = max(0.0, float(max_wait_s))
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                           thread_name_prefix="radsearch-model")
+        self.batches = 0            # forward passes run (for /health and the benchmark)
+        self.images = 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._pool.shutdown(wait=True)
+
+    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not awaited")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(list(images), future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self._queue.get()]
+            size = len(jobs[0].images)
+            deadline = loop.time() + self.max_wait_s
+            while size < self.max_batch:
+                timeout = deadline - loop.time()
+                try:
+                    job = (self._queue.get_nowait() if timeout <= 0
+                           else await asyncio.wait_for(self._queue.get(), timeout))
+                except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                    break
+                jobs.append(job)
+                size += len(job.images)
+            await self._forward(loop, jobs)
+
+    async def _forward(self, loop, jobs: list[_Job]) -> None:
+        batch = [image for job in jobs for image in job.images]
+        try:
+            rows = await loop.run_in_executor(self._pool, self.forward, batch)
+        except Exception as exc:  # noqa: BLE001 — handed to every waiting request
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.images += len(batch)
+        start = 0
+        for job in jobs:
+            stop = start + len(job.images)
+            if not job.future.done():
+                job.future.set_result(rows[start:stop])
+            start = stop

@@ -1,0 +1,587 @@
+"""MMDL trainer: images (+ reports for a fraction p of the training studies) → common space.
+
+Self-contained on purpose: a diagnostic cohort is small enough to decode once into uint8 memory at
+the training size, batches are plain random batches (no per-subject sampling), and the run is
+evaluated with the diagnostic protocol of :mod:`radsearch.evaluation` (database = train split,
+queries = test split). Methods are config variants (``compare.methods``: name → overrides):
+``loss.kind=mmdl`` (MMDL objective, reports when ``data.report_fraction`` > 0), ``classifier``
+(the D121 baseline: label BCE only, retrieval on the backbone's pooled features) and InfoNCE via
+``loss.gamma``. ``data.shuffle_reports`` is the control: reports permuted across studies, so any
+gain that survives it does not come from the pairing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from radsearch.cohort import Cohort
+from radsearch.data.cache import resize_unit_image
+from radsearch.data.seeding import seed_everything
+from radsearch.datasets.labels import CHEXPERT_LABELS
+from radsearch.errors import ConfigError, DataError
+from radsearch.evaluation import evaluate_diagnostic, relevance_retrieval
+from radsearch.images import read_image
+from radsearch.io import write_json, write_text
+from radsearch.losses.mmdl import MMDLLoss, MMDLWeights, label_targets
+from radsearch.models.mmdl import MMDLModel
+from radsearch.models.text import build_text_encoder
+from radsearch.training.config import _merge, apply_override
+from radsearch.training.embed import resolve_device
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MMDLData(_Strict):
+    manifest: str | None = None
+    image_size: int = Field(64, ge=16)
+    report_fraction: float = Field(1.0, ge=0.0, le=1.0)  # p: training studies that keep a report
+    shuffle_reports: bool = False                          # control: reports permuted over studies
+    uncertain: Literal["u-zeros", "u-ones", "u-ignore"] = "u-zeros"
+    pairing_seed: int = 0                                  # which studies keep their report
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)  # training studies whose labels are swapped
+
+
+class MMDLModelConfig(_Strict):
+    backbone: str = "densenet121"
+    weights: str = "none"
+    dim: int = Field(512, ge=1)
+    hidden: int = Field(1024, ge=1)
+    descriptor: Literal["pool", "selective", "gem"] = "pool"
+
+
+class MMDLText(_Strict):
+    encoder: str = "tfidf"            # tfidf | bert-scratch | hf:/local/path
+    pooling: Literal["cls", "mean"] = "cls"
+    max_length: int = Field(128, ge=2)
+    trust_remote_code: bool = False
+    freeze: bool = False
+
+
+class MMDLLossConfig(_Strict):
+    kind: Literal["mmdl", "classifier"] = "mmdl"
+    label: float = Field(1.0, ge=0.0)
+    alpha: float = Field(1e-3, ge=0.0)
+    beta: float = Field(1e-1, ge=0.0)
+    gamma: float = Field(0.0, ge=0.0)
+    temperature: float = Field(0.1, gt=0.0)
+    text_label: float = Field(1.0, ge=0.0)
+
+
+class MMDLTrain(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(1e-5, ge=0.0)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = Field(0, ge=0)     # 0: leave torch's default
+
+
+class MMDLRun(_Strict):
+    out_dir: str = "runs/mmdl"
+
+
+class MMDLCompare(_Strict):
+    methods: dict[str, list[str]] = Field(default_factory=lambda: {"image-mmdl": []})
+    seeds: int = Field(3, ge=1)
+    reference: str | None = None      # method the others are compared with (paired bootstrap)
+    bootstrap: int = Field(2000, ge=100)
+
+
+class MMDLConfig(_Strict):
+    data: MMDLData = Field(default_factory=MMDLData)
+    model: MMDLModelConfig = Field(default_factory=MMDLModelConfig)
+    text: MMDLText = Field(default_factory=MMDLText)
+    loss: MMDLLossConfig = Field(default_factory=MMDLLossConfig)
+    train: MMDLTrain = Field(default_factory=MMDLTrain)
+    run: MMDLRun = Field(default_factory=MMDLRun)
+    compare: MMDLCompare = Field(default_factory=MMDLCompare)
+
+
+def load_mmdl_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                     base: dict[str, Any] | None = None) -> MMDLConfig:
+    """YAML file (or ``base``) + ``key=value`` overrides → validated config; one-line errors."""
+    data: dict[str, Any] = copy.deepcopy(base or {})
+    source = "mmdl config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found (see configs/mmdl-*.yaml).")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, …).")
+        data = _merge(data, loaded)
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        return MMDLConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        raise ConfigError(f"{source}: {key}={error.get('input')!r}: {error['msg']}.") from None
+
+
+# ------------------------------------------------------------------ data
+def label_states(cohort: Cohort) -> np.ndarray:
+    """[N, 14] float: 1 positive, −1 uncertain (``uncertain`` column), NaN blank/not positive."""
+    positive, _ = cohort.label_matrix(CHEXPERT_LABELS)
+    states = np.where(positive, 1.0, np.nan).astype(np.float32)
+    if cohort.has("uncertain"):
+        unsure = _uncertain_matrix(cohort)
+        states[unsure & ~positive] = -1.0
+    return states
+
+
+def _uncertain_matrix(cohort: Cohort) -> np.ndarray:
+    index = {c: j for j, c in enumerate(CHEXPERT_LABELS)}
+    out = np.zeros((len(cohort), len(CHEXPERT_LABELS)), bool)
+    for i, cell in enumerate(cohort.table["uncertain"].fillna("").astype(str)):
+        for name in filter(None, cell.split("|")):
+            if name in index:
+                out[i, index[name]] = True
+    return out
+
+
+def load_images(cohort: Cohort, size: int) -> np.ndarray:
+    """Every image decoded once, resized to size × size, as uint8 [N, size, size]."""
+    out = np.empty((len(cohort), size, size), np.uint8)
+    for i, path in enumerate(cohort.image_paths()):
+        out[i] = np.round(resize_unit_image(read_image(path), size) * 255.0).astype(np.uint8)
+    return out
+
+
+def training_reports(cohort: Cohort, fraction: float, shuffle: bool, seed: int) -> list[str]:
+    """Report per row ("" = none) after keeping a fraction p of the studies with a report
+    (chosen by study, seeded) and, for the control, permuting the kept reports across studies."""
+    table = cohort.table
+    reports = table["report"].fillna("").astype(str).to_numpy() if cohort.has("report") \
+        else np.full(len(table), "", dtype=object)
+    study = table["study"].astype(str).to_numpy() if cohort.has("study") \
+        else np.arange(len(table)).astype(str)
+    rng = np.random.default_rng(seed)
+    with_text = sorted({s for s, r in zip(study, reports) if r.strip()})
+    order = rng.permutation(len(with_text))
+    kept = [with_text[i] for i in order[: int(round(fraction * len(with_text)))]]
+    text_of = {}
+    for s, r in zip(study, reports):
+        text_of.setdefault(s, r)
+    if shuffle and len(kept) > 1:
+        permuted = rng.permutation(len(kept))
+        text_of = {**text_of, **{kept[i]: text_of[kept[j]] for i, j in enumerate(permuted)}}
+    kept_set = set(kept)
+    return [text_of[s] if s in kept_set else "" for s in study]
+
+
+def noisy_training_targets(cohort: Cohort, states: np.ndarray, fraction: float, seed: int
+                           ) -> np.ndarray:
+    """Label noise for training only: a fraction of the training studies take the label states of
+    another (random) training study. Reports and the evaluation labels stay clean, so with noise
+    the reports carry information the training labels lack."""
+    if fraction <= 0:
+        return states
+    table = cohort.table
+    study = table["study"].astype(str).to_numpy() if cohort.has("study") \
+        else np.arange(len(table)).astype(str)
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    studies = sorted(set(study[train]))
+    rng = np.random.default_rng([seed, 17])
+    noisy = rng.permutation(len(studies))[: int(round(fraction * len(studies)))]
+    donors = rng.integers(0, len(studies), size=len(noisy))
+    first_row = {}
+    for i in train:
+        first_row.setdefault(study[i], i)
+    out = states.copy()
+    replace = {studies[a]: states[first_row[studies[b]]] for a, b in zip(noisy, donors)}
+    for i in train:
+        if study[i] in replace:
+            out[i] = replace[study[i]]
+    return out
+
+
+def _batch_tensor(images: np.ndarray, rows: np.ndarray, train: bool,
+                  rng: np.random.Generator) -> torch.Tensor:
+    """uint8 → float in [-1, 1] [B, 1, H, W]; training adds a ±4 px shift and gain/gamma jitter."""
+    x = torch.from_numpy(images[rows]).float().div_(255.0).unsqueeze(1)
+    if train:
+        pad = 4
+        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+        size = x.shape[-1]
+        offsets = rng.integers(0, 2 * pad + 1, size=(len(rows), 2))
+        x = torch.stack([padded[i, :, dy:dy + size, dx:dx + size]
+                         for i, (dy, dx) in enumerate(offsets)])
+        gamma = torch.from_numpy(np.exp(rng.normal(0, 0.1, len(rows))).astype(np.float32))
+        x = x.clamp_min(1e-6).pow(gamma.view(-1, 1, 1, 1))
+    return (x - 0.5) / 0.5
+
+
+# ------------------------------------------------------------------ training
+def build_model(config: MMDLConfig, train_reports: list[str] | None) -> MMDLModel:
+    use_text = config.loss.kind == "mmdl" and train_reports is not None and \
+        any(r.strip() for r in train_reports)
+    encoder = None
+    if use_text:
+        t = config.text
+        encoder = build_text_encoder(t.encoder, train_reports, pooling=t.pooling,
+                                     max_length=t.max_length,
+                                     trust_remote_code=t.trust_remote_code, freeze=t.freeze)
+    m = config.model
+    return MMDLModel(m.backbone, num_classes=len(CHEXPERT_LABELS), dim=m.dim, hidden=m.hidden,
+                     text_encoder=encoder, descriptor=m.descriptor, weights=m.weights)
+
+
+@torch.no_grad()
+def embed_all(model: MMDLModel, images: np.ndarray, space: str, device: torch.device,
+              batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    vecs, logits = [], []
+    rng = np.random.default_rng(0)
+    for start in range(0, len(images), batch):
+        rows = np.arange(start, min(start + batch, len(images)))
+        x = _batch_tensor(images, rows, False, rng).to(device)
+        common, logit = model.forward_image(x)
+        vec = model.image_features(x) if space == "features" else common
+        vecs.append(F.normalize(vec.float(), dim=1).cpu())
+        logits.append(logit.float().cpu())
+    return torch.cat(vecs).numpy(), torch.cat(logits).numpy()
+
+
+def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
+               cohort: Cohort | None = None, images: np.ndarray | None = None,
+               log=print) -> dict[str, Any]:
+    """Train one run and evaluate it; writes ``config.yaml``, ``model.pt``, ``results.json``."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    out = Path(out_dir or config.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cohort is None:
+        if not config.data.manifest:
+            raise ConfigError("data.manifest is not set; give data.manifest=PATH (e.g. a cohort "
+                              "from `radsearch synth chest`).")
+        cohort = Cohort.load(config.data.manifest)
+    if not cohort.has("split"):
+        raise DataError(f"{cohort.source}: no 'split' column; MMDL needs train and test splits.")
+    device = resolve_device(config.train.device)
+    split = cohort.table["split"].to_numpy()
+    train_rows = np.flatnonzero(split == "train")
+    if not len(train_rows):
+        raise DataError(f"{cohort.source}: the train split is empty.")
+    reports = training_reports(cohort, config.data.report_fraction, config.data.shuffle_reports,
+                               config.data.pairing_seed)
+    train_reports = [reports[i] for i in train_rows]
+    use_text = config.loss.kind == "mmdl" and config.data.report_fraction > 0
+    model = build_model(config, train_reports if use_text else None).to(device)
+    if images is None:  # after the model: a bad text.encoder fails before decoding images
+        images = load_images(cohort, config.data.image_size)
+    L = config.loss
+    weights = MMDLWeights(label=L.label, alpha=L.alpha if L.kind == "mmdl" else 0.0,
+                          beta=L.beta, gamma=L.gamma, temperature=L.temperature,
+                          text_label=L.text_label)
+    criterion = MMDLLoss(weights)
+    states = noisy_training_targets(cohort, label_states(cohort), config.data.label_noise,
+                                    config.data.pairing_seed)
+    targets_all, weights_all = label_targets(states, config.data.uncertain)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
+                                 lr=config.train.lr, betas=(0.9, 0.999), eps=1e-8,
+                                 weight_decay=config.train.weight_decay)
+    rng = np.random.default_rng(config.train.seed)
+    has_text = np.array([bool(r.strip()) for r in reports]) if model.text_encoder is not None \
+        else np.zeros(len(reports), bool)
+    history = []
+    started = time.perf_counter()
+    bs = config.train.batch_size
+    for epoch in range(config.train.epochs):
+        model.train()
+        order = rng.permutation(train_rows)
+        sums: dict[str, float] = {}
+        n_batches = max(1, len(order) // bs)
+        for b in range(n_batches):
+            rows = order[b * bs:(b + 1) * bs]
+            x = _batch_tensor(images, rows, True, rng).to(device)
+            u, logits_u = model.forward_image(x)
+            mask = torch.from_numpy(has_text[rows]).to(device)
+            v = logits_v = None
+            if mask.any():
+                v, logits_v = model.forward_text([reports[i] for i in rows[has_text[rows]]])
+            terms = criterion(u, logits_u, targets_all[rows].to(device),
+                              weights_all[rows].to(device), v, logits_v, mask)
+            if not torch.isfinite(terms["loss"]):
+                raise DataError(f"mmdl: the loss became {terms['loss'].item()} at epoch "
+                                f"{epoch + 1}; lower train.lr.")
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            for k, val in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(val.detach())
+        row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}}
+        history.append(row)
+        log(f"epoch {epoch + 1}/{config.train.epochs} loss {row['loss']:.4f} "
+            f"(label {row['label_image']:.4f}, sim_ii {row['sim_ii']:.4f}, "
+            f"inv {row['invariance']:.4f})")
+    train_seconds = time.perf_counter() - started
+
+    space = "features" if config.loss.kind == "classifier" else "common"
+    vectors, logits = embed_all(model, images, space, device)
+    result = evaluate_diagnostic(vectors, cohort, database="train", queries="test",
+                                 classes=list(CHEXPERT_LABELS), logits=logits)
+    per_query = {k: v.tolist() for k, v in result.per_query.values.items()} \
+        if result.per_query is not None else {}
+    out_json = {"settings": {**config.model_dump(), "retrieval_space": space,
+                             "text_encoder": None if model.text_encoder is None
+                             else model.text_encoder.describe(),
+                             "n_train_with_report": int(has_text[train_rows].sum()),
+                             "n_train": int(len(train_rows)), "train_seconds": train_seconds,
+                             "evaluation": result.settings},
+                "history": history, "diagnostic": result.to_dict(),
+                "per_query": per_query,
+                "query_rows": None if result.query_rows is None else result.query_rows.tolist()}
+    if model.text_encoder is not None:
+        out_json["text_to_image"] = text_to_image_precision(model, cohort, vectors, device)
+    write_text(out / "config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=False))
+    torch.save({"model": model.state_dict(), "config": config.model_dump()}, out / "model.pt")
+    write_json(out / "results.json", out_json)
+    return out_json
+
+
+@torch.no_grad()
+def text_to_image_precision(model: MMDLModel, cohort: Cohort, image_vectors: np.ndarray,
+                            device: torch.device, ks: tuple[int, ...] = (1, 5, 10),
+                            queries: str = "test", database: str = "train") -> dict[str, float]:
+    """Class-based precision@k of report → image search (ConVIRT / GLoRIA style): one query per
+    test study with a report, database = training images, relevant = shares a label."""
+    model.eval()
+    table = cohort.table
+    split = table["split"].to_numpy()
+    reports = table["report"].fillna("").astype(str).to_numpy()
+    q_rows = [i for i in np.flatnonzero(split == queries) if reports[i].strip()]
+    if not q_rows:
+        return {}
+    first = {}
+    for i in q_rows:
+        first.setdefault(table["study"].iloc[i] if "study" in table else i, i)
+    q_rows = np.array(sorted(first.values()))
+    db_rows = np.flatnonzero(split == database)
+    text_vecs = torch.cat([model.embed_texts([reports[i] for i in q_rows[s:s + 256]]).cpu()
+                           for s in range(0, len(q_rows), 256)]).numpy()
+    labels, _ = cohort.label_matrix(CHEXPERT_LABELS)
+    relevance = (labels[q_rows].astype(np.float32) @ labels[db_rows].T.astype(np.float32)) > 0
+    metrics = relevance_retrieval(text_vecs, image_vectors[db_rows], relevance, precision_ks=ks,
+                                  map_ks=(), cmc_ks=(1,))
+    summary = metrics.summary()
+    return {k: v for k, v in summary.items() if k.startswith("P@") or k == "n_queries"}
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise DataError(f"{path}: no results; train the run first (radsearch mmdl train).")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------ comparison
+TABLE_METRICS = ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "Acc@1", "Acc@5")
+
+
+def compare_mmdl(config: MMDLConfig, out_dir: str | Path, seeds: int | None = None,
+                 methods: dict[str, list[str]] | None = None, log=print,
+                 train: bool = True) -> Path:
+    """Train every method × seed (a finished run is reused) and write ``comparison.md/json``
+    (differences against ``compare.reference`` when it is among ``methods``, else the first).
+
+    Seed s sets both ``train.seed`` and ``data.pairing_seed`` (which studies keep a report). Images
+    are decoded once for all runs. ``train=False`` only tabulates the methods whose runs are all
+    finished (the others are named in the log).
+    """
+    out = Path(out_dir)
+    methods = methods or config.compare.methods
+    n_seeds = seeds or config.compare.seeds
+    base = config.model_dump()
+    cohort = images = None
+    if not train:
+        done = {n: o for n, o in methods.items()
+                if all((out / n / f"seed{s}" / "results.json").is_file() for s in range(n_seeds))}
+        for name in methods.keys() - done.keys():
+            log(f"left out (not every seed finished): {name}")
+        if not done:
+            raise DataError(f"{out}: no method has all {n_seeds} seeds finished.")
+        methods = done
+    for name, overrides in methods.items():
+        for seed in range(n_seeds):
+            run = out / name / f"seed{seed}"
+            if (run / "results.json").is_file():
+                continue
+            cfg = load_mmdl_config(base=base, overrides=[*overrides, f"train.seed={seed}",
+                                                         f"data.pairing_seed={seed}"])
+            if cohort is None:
+                cohort = Cohort.load(cfg.data.manifest) if cfg.data.manifest else None
+                if cohort is None:
+                    raise ConfigError("data.manifest is not set; give data.manifest=PATH.")
+                images = load_images(cohort, cfg.data.image_size)
+            log(f"== {name} seed {seed}")
+            train_mmdl(cfg, run, cohort=cohort, images=images, log=log)
+    results = {name: [read_results(out / name / f"seed{s}") for s in range(n_seeds)]
+               for name in methods}
+    reference = config.compare.reference if config.compare.reference in methods \
+        else next(iter(methods))
+    summary = summarise(results, reference, config.compare.bootstrap)
+    write_json(out / "comparison.json", summary)
+    write_text(out / "comparison.md", comparison_markdown(summary))
+    return out / "comparison.md"
+
+
+def paired_bootstrap(diffs: np.ndarray, n_boot: int = 2000, seed: int = 0
+                     ) -> tuple[float, float, float]:
+    """Mean over seeds of the per-query difference [seeds, queries] and its 95 % percentile
+    interval, resampling queries (the same resample in every seed: the queries are shared)."""
+    rng = np.random.default_rng(seed)
+    n = diffs.shape[1]
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boot = diffs[:, idx].mean(axis=2).mean(axis=0)  # [n_boot]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(diffs.mean()), float(lo), float(hi)
+
+
+def summarise(results: dict[str, list[dict]], reference: str, n_boot: int = 2000,
+              metric: str = "mAP@10") -> dict[str, Any]:
+    """Mean ± SE per method and metric; for each method vs ``reference``: the per-seed difference
+    of ``metric`` and the paired bootstrap interval over queries (all seeds pooled)."""
+    out: dict[str, Any] = {"reference": reference, "metric": metric, "methods": {}}
+    ref_runs = results[reference]
+    for name, runs in results.items():
+        row: dict[str, Any] = {}
+        for m in TABLE_METRICS:
+            vals = np.array([r["diagnostic"]["groups"]["all"][m] for r in runs], float)
+            row[m] = {"mean": float(vals.mean()), "se": float(vals.std(ddof=1) / np.sqrt(len(vals)))
+                      if len(vals) > 1 else 0.0, "seeds": vals.tolist()}
+        t2i = [r.get("text_to_image", {}).get("P@10") for r in runs]
+        if all(v is not None for v in t2i):
+            row["text_P@10"] = float(np.mean(t2i))
+        row["n_train_with_report"] = runs[0]["settings"]["n_train_with_report"]
+        row["train_seconds"] = float(np.mean([r["settings"]["train_seconds"] for r in runs]))
+        if name != reference:
+            for m in (metric, "Acc@1"):
+                if m in runs[0]["per_query"]:
+                    d = np.array([np.asarray(r["per_query"][m], float)
+                                  - np.asarray(q["per_query"][m], float)
+                                  for r, q in zip(runs, ref_runs)])
+                    d = d[:, ~np.isnan(d).any(axis=0)]
+                    mean, lo, hi = paired_bootstrap(d, n_boot)
+                    per_seed = d.mean(axis=1).tolist()
+                    ci: list[float] | None = [lo, hi]
+                else:  # a classification metric without per-query values: per-seed only
+                    per_seed = [r["diagnostic"]["groups"]["all"][m]
+                                - q["diagnostic"]["groups"]["all"][m]
+                                for r, q in zip(runs, ref_runs)]
+                    mean, ci = float(np.mean(per_seed)), None
+                row[f"delta {m}"] = {"mean": mean, "ci": ci, "per_seed": per_seed,
+                                     "every_seed": bool(all(x > 0 for x in per_seed)),
+                                     "ci_excludes_0": bool(ci is not None
+                                                           and (ci[0] > 0 or ci[1] < 0))}
+        out["methods"][name] = row
+    return out
+
+
+def comparison_markdown(summary: dict[str, Any]) -> str:
+    ref, metric = summary["reference"], summary["metric"]
+    head = ["method", *TABLE_METRICS, f"Δ{metric} vs {ref} [95% CI]", "Δ per seed",
+            "ΔAcc@1", "text→image P@10", "train s/run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in summary["methods"].items():
+        cells = [name] + [f"{row[m]['mean']:.3f} ± {row[m]['se']:.3f}" for m in TABLE_METRICS]
+        for m in (metric, "Acc@1"):
+            d = row.get(f"delta {m}")
+            cell = "—" if d is None else f"{d['mean']:+.3f}" + (
+                f" [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d["ci"] else " (per-seed mean)")
+            cells.append(cell)
+            if m == metric:
+                cells.append("—" if d is None else " ".join(f"{x:+.3f}" for x in d["per_seed"]))
+        cells.append(f"{row['text_P@10']:.3f}" if "text_P@10" in row else "—")
+        cells.append(f"{row['train_seconds']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_label_recovery(cohort: Cohort, train: str = "train", test: str = "test"
+                          ) -> dict[str, float]:
+    """How much of the labels a report already says: TF-IDF (1–2-grams) + one logistic regression
+    per label fitted on the ``train`` reports, scored on the ``test`` reports (one per study).
+
+    Near-perfect recovery means a report adds (almost) nothing the training labels do not already
+    give — the label BCE sees the same information — so image+report training can only help
+    image retrieval through optimisation / regularisation, not through new information.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.multiclass import OneVsRestClassifier
+
+    table = cohort.table
+    if not cohort.has("report"):
+        raise DataError(f"{cohort.source}: no 'report' column.")
+    labels, _ = cohort.label_matrix(CHEXPERT_LABELS)
+    keep = table["report"].fillna("").astype(str).str.strip() != ""
+    if cohort.has("study"):
+        keep &= ~table["study"].duplicated()
+    split = table["split"].to_numpy()
+    tr = np.flatnonzero(keep.to_numpy() & (split == train))
+    te = np.flatnonzero(keep.to_numpy() & (split == test))
+    if not len(tr) or not len(te):
+        raise DataError(f"{cohort.source}: need reports in both the {train!r} and {test!r} splits.")
+    columns = labels[tr].any(0) & ~labels[tr].all(0)  # labels with both classes in training
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(table["report"].iloc[tr])
+    clf = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000))
+    clf.fit(vec.transform(table["report"].iloc[tr]), labels[tr][:, columns])
+    pred = clf.predict(vec.transform(table["report"].iloc[te]))
+    truth = labels[te][:, columns]
+    return {"n_train_reports": int(len(tr)), "n_test_reports": int(len(te)),
+            "n_labels": int(columns.sum()),
+            "exact_match": float((pred == truth).all(1).mean()),
+            "macro_f1": float(f1_score(truth, pred, average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0))}
+
+
+def load_mmdl_run(run_dir: str | Path, cohort: Cohort | None = None
+                  ) -> tuple[MMDLModel, MMDLConfig, Cohort]:
+    """The trained model of a run folder, rebuilt from its config (the text encoder's vocabulary is
+    refitted on the same training reports, which is deterministic) and its weights."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise DataError(f"{path}: no model; train the run first (radsearch mmdl train).")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    config = MMDLConfig.model_validate(saved["config"])
+    cohort = cohort or Cohort.load(config.data.manifest)
+    reports = training_reports(cohort, config.data.report_fraction, config.data.shuffle_reports,
+                               config.data.pairing_seed)
+    train_rows = np.flatnonzero(cohort.table["split"].to_numpy() == "train")
+    use_text = config.loss.kind == "mmdl" and config.data.report_fraction > 0
+    model = build_model(config, [reports[i] for i in train_rows] if use_text else None)
+    model.load_state_dict(saved["model"])
+    return model.eval(), config, cohort
+
+
+def embedding_spread(vectors: np.ndarray) -> dict[str, float]:
+    """Collapse check: mean pairwise cosine of unit vectors (1 = every item at one point) and the
+    participation ratio of their covariance spectrum (effective number of used dimensions)."""
+    x = np.asarray(vectors, np.float64)
+    n = len(x)
+    gram = x @ x.T
+    mean_cos = float((gram.sum() - np.trace(gram)) / max(n * (n - 1), 1))
+    eig = np.clip(np.linalg.eigvalsh(np.cov(x.T)), 0, None)
+    ratio = float(eig.sum() ** 2 / max((eig ** 2).sum(), 1e-300))
+    return {"mean_cosine": mean_cos, "effective_dims": ratio}

@@ -1,0 +1,97 @@
+"""Fixtures of the service tests: a tiny trained run, its index, the app, and a headless browser.
+
+The run is real (ResNet-18 at 32² trained for two short epochs on a 12-subject synthetic knee
+cohort) and so is the index (built with ``radsearch.index.build_index``): the service is tested on
+the same code path a user runs, only smaller.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally, fail when CI=true: CI must never pass by skipping a system test."""
+    if condition:
+        return
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: .ci/run installs it; system tests must not skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def knee_cohort(tmp_path_factory) -> Path:
+    from radsearch.synth import generate_knee
+
+    out = tmp_path_factory.mktemp("knees")
+    generate_knee(12, seed=0, image_size=32, out_dir=out, workers=1)
+    return out / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def run_dir(knee_cohort, tmp_path_factory) -> Path:
+    import torch
+
+    from radsearch.training import load_config, train
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs")
+    config = load_config(None, [
+        f"data.manifest={knee_cohort}", "data.image_size=32", "data.resize=36",
+        "data.workers=0", "model.embedding_dim=16", "method.name=AdaTriplet-AM",
+        "train.epochs=1", "train.subjects_per_batch=4", "train.images_per_subject=2",
+        "train.max_batches_per_epoch=2", "train.progress=false", "train.threads=1",
+        "train.device=cpu", f"run.out_dir={out}", "run.name=run"])
+    return Path(train(config))
+
+
+@pytest.fixture(scope="session")
+def index_dir(run_dir, knee_cohort, tmp_path_factory) -> Path:
+    from radsearch.index import build_index
+
+    out = tmp_path_factory.mktemp("index") / "knees.index"
+    build_index(run_dir, knee_cohort, out, device="cpu", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def engine(index_dir, run_dir):
+    from radsearch.service.engine import SearchEngine
+
+    return SearchEngine.load(index_dir, run_dir, device="cpu")
+
+
+@pytest.fixture
+def make_client(engine, tmp_path):
+    """``make_client(**settings)`` → a started TestClient (lifespan run) for those settings."""
+    from fastapi.testclient import TestClient
+
+    from radsearch.service.app import Settings, create_app
+
+    clients = []
+
+    def make(**kwargs):
+        kwargs.setdefault("audit_log", tmp_path / "audit.jsonl")
+        client = TestClient(create_app(engine, Settings(**kwargs)), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    require(CHROMIUM.is_file(), "Chromium is not installed (apt-get install chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        require(False, "the playwright package is not installed (pip install playwright)")
+    return CHROMIUM

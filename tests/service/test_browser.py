@@ -1,0 +1,132 @@
+"""The web page in a real headless Chromium (Debian package) driven by Playwright.
+
+A synthetic knee cohort at 160 px is indexed (baselines of half the subjects) and calibrated on
+the other half, the app is served by uvicorn on a free loopback port, and the test uploads a
+follow-up radiograph, sees the candidates and the open-set decision, opens the side-by-side view,
+and saves a screenshot to docs/images/service.png.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from radsearch.cohort import Cohort
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "service.png"
+
+
+@pytest.fixture(scope="module")
+def viewer(run_dir, tmp_path_factory):
+    """(calibrated index folder, cohort) of 160-px knees; subjects 0-5 indexed at baseline."""
+    from radsearch.index import build_index, open_index
+    from radsearch.index.calibration import calibrate
+    from radsearch.search.embedder import load_embedder
+    from radsearch.synth import generate_knee
+
+    folder = tmp_path_factory.mktemp("viewer")
+    generate_knee(12, seed=3, image_size=160, out_dir=folder / "knees", workers=1)
+    cohort = Cohort.load(folder / "knees" / "manifest.csv")
+    subjects = sorted(cohort.table["subject"].unique())
+    table = cohort.table
+    gallery = cohort.subset(np.flatnonzero(table["subject"].isin(subjects[:6]).to_numpy()
+                                           & (table["time"] == 0).to_numpy()))
+    gallery.save(folder / "gallery.csv")
+    out = folder / "knees.index"
+    build_index(run_dir, folder / "gallery.csv", out, device="cpu", progress=False)
+    held_out = cohort.subset(np.flatnonzero(table["subject"].isin(subjects[6:]).to_numpy()))
+    embedder = load_embedder(run_dir, device="cpu")
+    with open_index(out, writable=True) as index:
+        index.set_calibration(calibrate(index, embedder.embed_cohort(held_out), held_out))
+    return out, cohort, subjects
+
+
+@pytest.fixture(scope="module")
+def server(viewer, run_dir):
+    import uvicorn
+
+    from radsearch.service.app import Settings, create_app
+    from radsearch.service.engine import SearchEngine
+
+    engine = SearchEngine.load(viewer[0], run_dir, device="cpu")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, Settings()), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_upload_results_and_side_by_side(server, viewer, chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    _, cohort, subjects = viewer
+    table = cohort.table
+    row = int(np.flatnonzero((table["subject"] == subjects[0]).to_numpy()
+                             & (table["time"] > 0).to_numpy() & (table["side"] == "L").to_numpy())[0])
+    query = cohort.image_paths()[row]
+    errors = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), headless=True,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(120_000)     # a busy shared CI machine, not a timing test
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(server)
+            page.wait_for_function("document.getElementById('index-info').textContent"
+                                   ".includes('calibrated')")
+            assert "12 images of 6 subjects" in page.inner_text("#index-info")
+            page.select_option("#query-side", "L")
+            page.fill("#k", "6")
+            page.set_input_files("#images", str(query))       # choosing a file starts the search
+            page.wait_for_selector("#hits li img[src^='blob:']")
+            cards = page.locator("#hits li")
+            assert cards.count() == 6
+            assert "log₁₀ LR" in cards.first.inner_text() and "subject K" in cards.first.inner_text()
+            decision = page.inner_text("#decision")
+            assert "T = " in decision and ("no candidate above" in decision
+                                           or "candidate above" in decision)
+            assert page.locator("#query-images img").count() == 1
+            page.wait_for_function("Array.from(document.querySelectorAll('#hits img'))"
+                                   ".every(i => i.complete && i.naturalWidth > 0)")
+
+            cards.first.click()
+            page.wait_for_selector("#compare[data-ready='1']")
+            sizes = page.evaluate("['left','right'].map(id => [document.getElementById(id).width,"
+                                  " document.getElementById(id).height])")
+            assert sizes == [[160, 160], [160, 160]]      # full size, not the thumbnail
+            before = page.evaluate("document.getElementById('right').getContext('2d')"
+                                   ".getImageData(80, 80, 1, 1).data[0]")
+            page.fill("#window", "40")                      # narrow window: more contrast
+            page.dispatch_event("#window", "input")
+            after = page.evaluate("document.getElementById('right').getContext('2d')"
+                                  ".getImageData(80, 80, 1, 1).data[0]")
+            assert before != after
+            page.fill("#window", "255")
+            page.dispatch_event("#window", "input")
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.keyboard.press("Escape")
+            assert page.locator("#compare").is_hidden()
+            page.screenshot(path=str(SCREENSHOT.with_name("service-results.png")))
+            cards.first.click()
+            page.wait_for_selector("#compare[data-ready='1']")
+            page.screenshot(path=str(SCREENSHOT))
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert SCREENSHOT.stat().st_size > 10_000
