@@ -63,18 +63,28 @@ def best_of(fn, repeat: int = 3) -> float:
 
 
 def rss_of_open_index(path: Path) -> tuple[int, int]:
-    """(RSS before, peak RSS after open + one search) of a fresh process, in bytes."""
+    """(RSS before, peak RSS during open + one search) of a fresh process, in bytes.
+
+    The peak is sampled from /proc/self/statm by a thread: ru_maxrss / VmHWM of a child started
+    by fork + exec still carry the (large) benchmark parent's high-water mark.
+    """
     code = f"""
-import json, resource, numpy as np
+import json, threading, time, numpy as np
 def rss():
     with open('/proc/self/statm') as f: return int(f.read().split()[1]) * 4096
 from radsearch.index import open_index
 import faiss
 before = rss()
+peak = [before]
+stop = threading.Event()
+def watch():
+    while not stop.is_set():
+        peak[0] = max(peak[0], rss()); time.sleep(0.002)
+thread = threading.Thread(target=watch, daemon=True); thread.start()
 index = open_index({str(path)!r}, verify=False)
 index.search(np.ones((1, {DIM}), np.float32), 10)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps([before, max(peak, rss())]))
+stop.set(); thread.join()
+print(json.dumps([before, max(peak[0], rss())]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return tuple(json.loads(out.stdout.strip().splitlines()[-1]))

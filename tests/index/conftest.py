@@ -1,13 +1,11 @@
 """Backends for the contract suite: faiss, milvus-lite in process, and a milvus-lite server."""
 
-import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
 
-import numpy as np
 import pytest
 
 from radsearch.index import create_index

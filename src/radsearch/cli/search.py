@@ -62,8 +62,9 @@ def search_command(
     fuse: bool = typer.Option(False, "--fuse", help="All query images show one person: fuse "
                                                     "them into one query."),
     rerank: str = typer.Option("none", "--rerank", help="none, qe, dba or k-reciprocal."),
-    side: str | None = typer.Option(None, "--side", help="L or R for image-file queries (right "
-                                                         "knees are mirrored like in training)."),
+    side: str | None = typer.Option(None, "--side", help="L or R for every image-file query "
+                                                         "(right knees are mirrored like in "
+                                                         "training); manifests carry their own."),
     fpir: float = typer.Option(0.01, "--fpir", help="Operating point of the open-set decision."),
     run: Path | None = typer.Option(None, "--run", help="Run folder (default: the index's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),

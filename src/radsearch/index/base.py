@@ -114,8 +114,9 @@ class VectorIndex(ABC):
                  lock: WriterLock | None):
         self.path = Path(path)
         self.header = header
-        self.table = table.set_index("id", drop=False) if "id" in table else table
-        self.table.index.name = None
+        self.table = table
+        if "id" in table:   # index by id without copying the frame (1M rows: tens of MiB)
+            self.table.index = pd.Index(table["id"].to_numpy(np.int64))
         self.writable = writable
         self._lock = lock
         self._dirty = False
@@ -385,9 +386,9 @@ def write_metadata(path: Path, table: pd.DataFrame) -> None:
             os.fsync(handle.fileno())
 
 
-def read_metadata(path: Path, chunk: int = 100_000) -> pd.DataFrame:
-    """The items table; text columns as Arrow strings, read in chunks (a 1M-row archive would
-    otherwise hold every cell as a Python object, several times the vectors' memory)."""
+def read_metadata(path: Path, chunk: int = 20_000) -> pd.DataFrame:
+    """The items table, compact in memory (a 1M-row archive would otherwise hold every cell as a
+    Python object, several times the vectors' memory): read in chunks, text as Arrow strings."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     parts = []
     try:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pandas as pd
 
 from radsearch.errors import ConfigError
 from radsearch.index.base import Neighbours, VectorIndex
