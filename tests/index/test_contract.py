@@ -3,6 +3,8 @@
 Results are checked against a numpy brute-force reference over the same vectors.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,3 +133,25 @@ def test_bad_vectors_are_refused_in_one_line(make_index):
         index.search(vectors[:1], 3, ["colour=red"])
     with pytest.raises(DataError, match="appears twice"):
         index.add(vectors[:2], [items[0], items[0]])
+
+
+def test_another_process_reads_the_committed_index(make_index):
+    import subprocess
+    import sys
+
+    index = make_index()
+    vectors, items = random_items(25)
+    index.add(vectors, items)
+    index.commit()
+    expected = index.search(vectors[:1], 3, ["view=PA"]).ids[0].tolist()
+    if make_index.kind == "milvus-lite":
+        index.close()   # embedded milvus-lite: one process at a time holds its data folder
+    code = ("import sys, json, numpy as np; from radsearch.index import open_index; "
+            "ix = open_index(sys.argv[1]); q = np.array(json.loads(sys.argv[2]), np.float32); "
+            "print(len(ix), ix.search(q, 3, ['view=PA']).ids[0].tolist())")
+    out = subprocess.run([sys.executable, "-c", code, str(index.path),
+                          json.dumps(vectors[:1].tolist())], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    count, found = out.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(count) == 25 and json.loads(found) == expected

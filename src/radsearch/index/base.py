@@ -385,17 +385,25 @@ def write_metadata(path: Path, table: pd.DataFrame) -> None:
             os.fsync(handle.fileno())
 
 
-def read_metadata(path: Path) -> pd.DataFrame:
+def read_metadata(path: Path, chunk: int = 100_000) -> pd.DataFrame:
+    """The items table; text columns as Arrow strings, read in chunks (a 1M-row archive would
+    otherwise hold every cell as a Python object, several times the vectors' memory)."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    parts = []
     try:
-        table = pd.read_sql("SELECT * FROM items", con)
+        for part in pd.read_sql("SELECT * FROM items", con, chunksize=chunk):
+            part["id"] = part["id"].astype(np.int64)
+            part["time"] = part["time"].astype(np.float64)
+            for column in TEXT_COLUMNS:
+                part[column] = part[column].fillna("").astype("string[pyarrow]")
+            parts.append(part)
     finally:
         con.close()
-    table["id"] = table["id"].astype(np.int64)
-    table["time"] = table["time"].astype(np.float64)
-    for column in TEXT_COLUMNS:
-        table[column] = table[column].fillna("").astype(str)
-    return table
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "id" else np.float64
+                                          if c == "time" else "string[pyarrow]")
+                             for c in COLUMNS})
+    return pd.concat(parts, ignore_index=True)
 
 
 def read_header(path: Path) -> dict:

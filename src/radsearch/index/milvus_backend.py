@@ -13,6 +13,7 @@ were never committed are deleted, committed items whose vectors are gone are dro
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -23,6 +24,7 @@ from radsearch.index.base import Neighbours, VectorIndex
 from radsearch.index.filters import combined_expression
 
 BATCH = 2000
+_LOCAL_OPEN: dict[str, int] = {}   # embedded milvus-lite folders open in this process
 TEXT_FIELDS = {"subject": 512, "side": 16, "view": 64, "study": 512, "labels_tokens": 4096}
 
 
@@ -43,21 +45,35 @@ class MilvusIndex(VectorIndex):
 
     def __init__(self, path, header, table, writable, lock):
         super().__init__(path, header, table, writable, lock)
+        # gRPC's C core logs keep-alive chatter of the embedded server at error level; pymilvus
+        # raises real failures as exceptions, so keep the console clean unless the user asks
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         from pymilvus import MilvusClient
 
-        self.uri = header.get("uri") or str(self.path / "milvus.db")
+        self.uri = header.get("uri") or str((self.path / "milvus.db").resolve())
+        self.local = not header.get("uri")
         self.collection = header.get("collection") or "radsearch"
+        if self.local:
+            _LOCAL_OPEN[self.uri] = _LOCAL_OPEN.get(self.uri, 0) + 1
         try:
             self.client = MilvusClient(self.uri)
         except Exception as exc:  # pymilvus raises MilvusException / grpc errors
-            raise RadsearchError(f"{self.path}: cannot connect to Milvus at {self.uri} "
-                                 f"({str(exc).splitlines()[0][:200]}); start the server or fix "
-                                 "--uri.") from None
+            hint = ("embedded milvus-lite lets one process at a time open its folder: close the "
+                    "other one, or serve it with `milvus-lite server` and use --uri"
+                    if self.local else "start the server or fix --uri")
+            raise RadsearchError(f"{self.path}: cannot open Milvus at {self.uri} "
+                                 f"({str(exc).splitlines()[0][:200]}); {hint}.") from None
         if not self.client.has_collection(self.collection):
             if header.get("commit", 0) > 0:
                 raise RadsearchError(f"{self.path}: collection {self.collection!r} is missing at "
                                      f"{self.uri}; rebuild the index.")
             self._create_collection()
+        try:   # a collection opened by a new process is 'released' until loaded
+            self.client.load_collection(self.collection)
+        except Exception as exc:  # pymilvus MilvusException / grpc errors
+            raise RadsearchError(f"{self.path}: Milvus cannot load collection "
+                                 f"{self.collection!r} at {self.uri} "
+                                 f"({str(exc).splitlines()[0][:200]}).") from None
         if writable and header.get("commit", 0) > 0:
             self._reconcile()
 
@@ -160,3 +176,14 @@ class MilvusIndex(VectorIndex):
             self.client.close()
         except Exception:  # closing twice or a gone server: nothing left to release
             pass
+        if self.local and not getattr(self, "_released", False) and \
+                _LOCAL_OPEN.get(self.uri, 0) > 0:
+            self._released = True
+            # embedded milvus-lite keeps its folder locked until released: let other processes in
+            _LOCAL_OPEN[self.uri] -= 1
+            if not _LOCAL_OPEN[self.uri]:
+                try:
+                    from milvus_lite.server_manager import server_manager_instance
+                    server_manager_instance.release_server(self.uri)
+                except Exception:  # another milvus-lite version: released at process exit
+                    pass
