@@ -86,7 +86,14 @@ def test_serve_process_answers_and_stops(index_dir, run_dir, tmp_path):
 
 
 def test_missing_system_package_skips_locally_and_fails_in_ci(monkeypatch):
-    from conftest import require
+    import importlib.util
+
+    # by path: every test folder has a module named conftest
+    spec = importlib.util.spec_from_file_location("service_conftest",
+                                                  Path(__file__).with_name("conftest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    require = module.require
 
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="not installed"):
