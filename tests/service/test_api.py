@@ -44,6 +44,16 @@ def test_search_matches_the_python_api(client, engine, knee_cohort):
         "data:image/png;base64,")
 
 
+def test_jpeg_query(client, knee_cohort):
+    _, path = _query(knee_cohort, 3)
+    buffer = io.BytesIO()
+    Image.open(path).convert("L").save(buffer, format="JPEG", quality=95)
+    answer = client.post("/search", files={"images": ("q.bin", buffer.getvalue(), "text/plain")},
+                         data={"k": "3"})       # name and declared type are ignored: bytes decide
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["hits"]) == 3
+
+
 def test_several_images_are_fused_and_by_subject_gives_distinct_persons(client, engine,
                                                                         knee_cohort):
     cohort, _ = _query(knee_cohort)

@@ -83,3 +83,22 @@ def test_serve_process_answers_and_stops(index_dir, run_dir, tmp_path):
         log.close()
     text = (tmp_path / "serve.log").read_text()
     assert f"open http://127.0.0.1:{port}/" in text and "Traceback" not in text
+
+
+def test_missing_system_package_skips_locally_and_fails_in_ci(monkeypatch):
+    import importlib.util
+
+    # by path: every test folder has a module named conftest
+    spec = importlib.util.spec_from_file_location("service_conftest",
+                                                  Path(__file__).with_name("conftest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    require = module.require
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        require(False, "X is not installed")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require(False, "X is not installed")
+    require(True, "never shown")
