@@ -3,11 +3,14 @@
 A synthetic knee cohort at 160 px is indexed (baselines of half the subjects) and calibrated on
 the other half, the app is served by uvicorn on a free loopback port, and the test uploads a
 follow-up radiograph, sees the candidates and the open-set decision, opens the side-by-side view,
-and saves a screenshot to docs/images/service.png.
+and saves screenshots: into the test's temporary folder, or into docs/images/ (service.png,
+service-results.png) when RADSEARCH_SCREENSHOTS=docs/images is set — a test run never rewrites
+tracked files by itself.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -18,7 +21,7 @@ import pytest
 
 from radsearch.cohort import Cohort
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "service.png"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +73,10 @@ def server(viewer, run_dir):
     thread.join(timeout=10)
 
 
-def test_upload_results_and_side_by_side(server, viewer, chromium_path):
+def test_upload_results_and_side_by_side(server, viewer, chromium_path, tmp_path):
     from playwright.sync_api import sync_playwright
 
+    SCREENSHOT = REPO / os.environ.get("RADSEARCH_SCREENSHOTS", tmp_path) / "service.png"
     _, cohort, subjects = viewer
     table = cohort.table
     row = int(np.flatnonzero((table["subject"] == subjects[0]).to_numpy()
