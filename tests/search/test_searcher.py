@@ -97,3 +97,17 @@ def test_build_resumes_and_refuses_another_model(built, tiny_run, tmp_path):
     index.header["fingerprint"]["image_size"] = 64
     with pytest.raises(FingerprintMismatchError, match="image_size"):
         Searcher(index, run)
+
+
+def test_several_arrays_embed_like_their_files(built):
+    """Arrays (e.g. uploads decoded by the service) in one call: each embeds like its file."""
+    from radsearch.images import read_image
+
+    run, manifest, out, _ = built
+    searcher = Searcher(out, run)
+    paths = Cohort.load(manifest).image_paths()[:3]
+    arrays = [read_image(p) for p in paths]
+    np.testing.assert_allclose(searcher.embed(arrays, ["L"] * 3), searcher.embed(paths, ["L"] * 3),
+                               atol=1e-5)
+    ids = open_index(out).ids()
+    assert len(open_index(out).items(np.concatenate([ids[:2], [12345]]))) == 2

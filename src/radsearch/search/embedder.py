@@ -69,7 +69,8 @@ class Embedder:
             return np.concatenate([self.embed([im], None if sides is None else [sides[i]])
                                    for i, im in enumerate(images)])
         table = pd.DataFrame({
-            "image": ["<array>" if isinstance(im, np.ndarray) else os.fspath(im) for im in images],
+            "image": [f"<array {i}>" if isinstance(im, np.ndarray) else os.fspath(im)
+                      for i, im in enumerate(images)],
             "subject": [f"query{i}" for i in range(len(images))],
             "time": [0.0] * len(images)})
         if sides is not None:
