@@ -72,7 +72,10 @@ def test_run_dir_default_name():
     assert cfg.run_dir() == Path("/x/Triplet-s4")
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+FORENSIC_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("mmdl-"))
+
+
+@pytest.mark.parametrize("path", FORENSIC_CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_validate_and_name_real_methods(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
@@ -144,3 +147,10 @@ def test_a_data_source_on_the_command_line_replaces_the_configs(tmp_path):
     # both named: nothing is dropped silently (the engine then asks for exactly one source)
     cfg = load_config(config, ["data.manifest=a.csv", "data.synth.kind=knee"])
     assert cfg.data.manifest == "a.csv" and cfg.data.synth.kind == "knee"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("mmdl-*.yaml")), ids=lambda p: p.name)
+def test_shipped_mmdl_configs_validate(path):
+    from radsearch.training.mmdl import load_mmdl_config
+
+    assert load_mmdl_config(path) is not None

@@ -31,12 +31,13 @@ from radsearch.datasets.labels import CHEXPERT_LABELS
 from radsearch.errors import ConfigError, DataError
 from radsearch.evaluation import evaluate_diagnostic, relevance_retrieval
 from radsearch.images import read_image
-from radsearch.io import write_json, write_text
+from radsearch.io import atomic_path, write_json, write_text
 from radsearch.losses.mmdl import MMDLLoss, MMDLWeights, label_targets
 from radsearch.models.mmdl import MMDLModel
 from radsearch.models.text import build_text_encoder
 from radsearch.training.config import _merge, apply_override
 from radsearch.training.embed import resolve_device
+from radsearch.training.rundir import RunDir
 
 
 class _Strict(BaseModel):
@@ -353,9 +354,11 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
                 "query_rows": None if result.query_rows is None else result.query_rows.tolist()}
     if model.text_encoder is not None:
         out_json["text_to_image"] = text_to_image_precision(model, cohort, vectors, device)
-    write_text(out / "config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=False))
-    torch.save({"model": model.state_dict(), "config": config.model_dump()}, out / "model.pt")
-    write_json(out / "results.json", out_json)
+    run = RunDir(out)
+    write_text(run.config, yaml.safe_dump(config.model_dump(), sort_keys=False))
+    with atomic_path(run / "model.pt") as tmp:
+        torch.save({"model": model.state_dict(), "config": config.model_dump()}, tmp)
+    write_json(run.results, out_json)
     return out_json
 
 
@@ -388,7 +391,7 @@ def text_to_image_precision(model: MMDLModel, cohort: Cohort, image_vectors: np.
 
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "results.json"
+    path = RunDir(run_dir).results
     if not path.is_file():
         raise DataError(f"{path}: no results; train the run first (radsearch mmdl train).")
     return json.loads(path.read_text(encoding="utf-8"))
@@ -415,7 +418,7 @@ def compare_mmdl(config: MMDLConfig, out_dir: str | Path, seeds: int | None = No
     cohort = images = None
     if not train:
         done = {n: o for n, o in methods.items()
-                if all((out / n / f"seed{s}" / "results.json").is_file() for s in range(n_seeds))}
+                if all(RunDir(out / n / f"seed{s}").results.is_file() for s in range(n_seeds))}
         for name in methods.keys() - done.keys():
             log(f"left out (not every seed finished): {name}")
         if not done:
@@ -424,7 +427,7 @@ def compare_mmdl(config: MMDLConfig, out_dir: str | Path, seeds: int | None = No
     for name, overrides in methods.items():
         for seed in range(n_seeds):
             run = out / name / f"seed{seed}"
-            if (run / "results.json").is_file():
+            if RunDir(run).results.is_file():
                 continue
             cfg = load_mmdl_config(base=base, overrides=[*overrides, f"train.seed={seed}",
                                                          f"data.pairing_seed={seed}"])
