@@ -88,6 +88,16 @@ def test_calibration_recovers_the_gaussian_log_lr():
     assert 0 < summary.cllr < 1
 
 
+def test_reversed_scores_get_a_neutral_calibration_not_a_reversed_one():
+    # mates scoring lower than non-mates (an untrained model): LR = 1 everywhere, Cllr = 1 exactly
+    rng = np.random.default_rng(5)
+    mated, non = rng.normal(0.6, 0.05, 500), rng.normal(0.8, 0.05, 500)
+    scores = OpenSetScores(mated, np.zeros(500, bool), non)
+    model = fit_calibration(scores)
+    np.testing.assert_array_equal(model.log10_lr(np.array([0.0, 0.5, 1.0])), 0.0)
+    assert summarise(scores, 10, calibration=model).cllr == pytest.approx(1.0)
+
+
 def test_evaluate_open_set_per_years_group_and_det_png(tmp_path):
     rng = np.random.default_rng(3)
     rows, vectors = [], []

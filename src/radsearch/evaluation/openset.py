@@ -145,7 +145,12 @@ def fit_calibration(scores: OpenSetScores) -> ScoreCalibration:
     x, y = _training_set(scores)
     model = LogisticRegression(class_weight="balanced", C=1e6, max_iter=1000)
     model.fit(x[:, None], y)
-    return ScoreCalibration(float(model.coef_[0, 0]), float(model.intercept_[0]))
+    coef = float(model.coef_[0, 0])
+    if coef <= 0:
+        # higher scores would mean "less likely the same person": the scores carry no usable
+        # evidence, so every score gets LR = 1 (log10 LR 0) rather than a reversed, misleading one
+        return ScoreCalibration(0.0, 0.0)
+    return ScoreCalibration(coef, float(model.intercept_[0]))
 
 
 @dataclass
