@@ -242,6 +242,8 @@ def test_resumed_run_says_so_and_metrics_csv_keeps_its_formatting(knee_manifest,
     assert not any("resuming" in n for n in notices)
     resumed = train(make_config(knee_manifest, tmp_path / "b", epochs=2), report=notices.append)
     assert any("resuming" in n and "at epoch 2 of 2" in n for n in notices), notices
+    train(make_config(knee_manifest, tmp_path / "b", epochs=2), report=notices.append)
+    assert "has finished its 2 epochs" in notices[-1] and "epoch 3 of 2" not in notices[-1]
     # the same file, byte for byte in its integer columns, as an unbroken run
     lines_a = (straight / "metrics.csv").read_text().splitlines()
     lines_b = (resumed / "metrics.csv").read_text().splitlines()

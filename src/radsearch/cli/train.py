@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from radsearch.cli.console import console
 
@@ -119,17 +118,15 @@ def demo_command(
 
 
 def _print_metrics(title: str, rows: dict[str, dict]) -> None:
-    """One row per model / reference: n_queries, then metrics in percent."""
+    """One Markdown row per model / reference (metrics in percent): never wrapped or padded."""
     keys = [k for k in ("n_queries", "mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first")
             if any(k in m for m in rows.values())]
-    table = Table(title=title)
-    table.add_column("model")
-    for key in keys:
-        table.add_column(key, justify="right")
+    lines = [title, "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, metrics in rows.items():
-        table.add_row(name, *[("–" if k not in metrics else str(int(metrics[k]))
-                               if k == "n_queries" else f"{100 * metrics[k]:.1f}") for k in keys])
-    console().print(table)
+        cells = [("–" if k not in metrics else str(int(metrics[k])) if k == "n_queries"
+                  else f"{100 * metrics[k]:.1f}") for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    console().print("\n".join(lines), markup=False, highlight=False)
 
 
 def _split_methods(text: str) -> list[str]:

@@ -225,8 +225,13 @@ class Trainer:
         self.logger.keep_until(self.start_epoch)
         self.resumed_from = self.start_epoch
         if self.info.is_main:
-            self.report(f"resuming {self.run_dir} at epoch {self.start_epoch + 1} of "
-                        f"{self.config.train.epochs} (epochs 1–{self.start_epoch} are in {path.name})")
+            total = self.config.train.epochs
+            if self.start_epoch >= total:
+                self.report(f"{self.run_dir} has finished its {total} epochs ({path.name}); "
+                            "evaluating it again (raise train.epochs to train on)")
+            else:
+                self.report(f"resuming {self.run_dir} at epoch {self.start_epoch + 1} of {total} "
+                            f"(epochs 1–{self.start_epoch} are in {path.name})")
 
     # -------------------------------------------------------------- training
     def fit(self) -> Path:
