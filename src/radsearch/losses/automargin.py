@@ -1,4 +1,4 @@
-"""AutoMargin: epoch-wise margins from the statistics of the previous epoch (adatriplet-spec.md §3).
+"""AutoMargin: epoch-wise margins from the statistics of the previous epoch (docs/losses.md §3).
 
 During an epoch, Δ over **all** triplets and S over **all** unique negative pairs of every batch are
 collected (detached, before any thresholding). At the epoch boundary:
