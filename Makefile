@@ -32,6 +32,10 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.data_pipeline
 	$(BIN)/python -m benchmarks.synth_cohort
 	$(BIN)/python -m benchmarks.train_step
+	$(BIN)/python -m benchmarks.eval_diagnostic
+	$(BIN)/python -m benchmarks.search
+	$(BIN)/python -m benchmarks.service
+	$(BIN)/python -m benchmarks.mmdl_step
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
