@@ -347,3 +347,35 @@ def test_evaluate_run_shows_the_reference_rows(trained_run, tmp_path, capsys, mo
         f"no reference rows: {run_dir / 'absent.json'} does not exist (`radsearch train` writes "
         "it when the run has a test split)."]
     assert json.loads(out.read_text())["references"] == {}
+
+
+def test_resume_removes_checkpoint_temporaries_of_a_killed_run(knee_manifest, tmp_path,
+                                                                monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    run_dir = train(make_config(knee_manifest, tmp_path, epochs=1))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # a pid that no longer runs
+    child.wait()
+    stale = [run_dir / f".last.pt.{child.pid}.k9x1.tmp", run_dir / f".best.pt.{child.pid}.k9x2.tmp",
+             run_dir / ".last.pt.legacy.tmp"]  # older writers: no pid, stale after an hour
+    live = run_dir / f".last.pt.{os.getpid()}.live.tmp"  # a writer that still runs: kept
+    for path in (*stale, live):
+        path.write_bytes(b"\0" * 1024)
+    old = time.time() - 2 * 3600
+    os.utime(stale[2], (old, old))
+    seen = {}
+    real_step = engine_module.train_step
+
+    def first_step(*args, **kwargs):  # gone when training starts, not only at the next save
+        seen.setdefault("left", sorted(p.name for p in stale if p.exists()))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "train_step", first_step)
+    notices = []
+    train(make_config(knee_manifest, tmp_path, epochs=2), report=notices.append)
+    assert seen["left"] == []
+    assert live.exists()
+    assert any("removed 3 temporary file(s)" in n for n in notices), notices
