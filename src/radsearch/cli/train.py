@@ -55,26 +55,16 @@ def embed_command(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
 ) -> None:
     """Embed every image of a manifest with a trained run's model."""
-    import numpy as np
-
     from radsearch.cohort import Cohort
     from radsearch.errors import ConfigError
-    from radsearch.io import atomic_open
-    from radsearch.training.embed import embed_run
-    from radsearch.training.rundir import output_errors
+    from radsearch.training.embed import embed_run, save_embeddings
 
-    if out.suffix not in (".npy", ".npz"):
+    if out.suffix not in (".npy", ".npz"):  # before the embedding, not after it
         raise ConfigError(f"--out {out}: use a .npy or .npz file name.")
     cohort = Cohort.load(manifest)
     embeddings = embed_run(run, cohort, checkpoint=checkpoint, batch_size=batch_size,
                            device=device)
-    with output_errors(out.parent), atomic_open(out, "wb") as fh:
-        if out.suffix == ".npy":
-            np.save(fh, embeddings)
-        else:
-            np.savez(fh, embeddings=embeddings,
-                     image=np.array([str(p) for p in cohort.image_paths()]),
-                     subject=cohort.subjects.astype(str))
+    save_embeddings(out, embeddings, cohort)
     console().print(f"{embeddings.shape[0]} × {embeddings.shape[1]} embeddings → {out}")
 
 
