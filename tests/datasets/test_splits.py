@@ -35,24 +35,28 @@ def test_carve_validation_keeps_subjects_whole_and_is_reproducible():
         carve_validation(subjects, split, 1.0)
 
 
-def test_the_synthetic_splitter_is_reproduced_exactly():
-    # synth/common.assign_split is the copy to retire: the shared one gives the same splits
-    common = pytest.importorskip("radsearch.synth.common")
-    if not hasattr(common, "assign_split"):
-        pytest.skip("synth already uses radsearch.datasets.splits")
-    subjects = [f"K{i:05d}" for i in range(97)]
-    fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
-    rng = np.random.default_rng(np.random.SeedSequence(5, spawn_key=(10**9 + 1,)))
-    assert assign_by_subject(subjects, fractions, rng, rest=None) == \
-        common.assign_split(5, subjects, fractions, salt=1)
+def test_training_and_synthetic_cohorts_use_the_one_splitter():
+    from radsearch.cohort import Cohort
+    from radsearch.synth import common, generate_chest, generate_knee
+    from radsearch.training import cohorts
 
+    assert not hasattr(common, "assign_split"), "synth keeps its own splitter"
+    assert not hasattr(cohorts, "_assign_by_subject"), "training keeps its own splitter"
 
-def test_the_training_splitter_is_reproduced_exactly():
-    cohorts = pytest.importorskip("radsearch.training.cohorts")
-    if not hasattr(cohorts, "_assign_by_subject"):
-        pytest.skip("training already uses radsearch.datasets.splits")
-    subjects = pd.Series([f"P{i % 41}" for i in range(200)])
-    fractions = {"test": 0.2, "val": 0.1}
-    mine = assign_by_subject(sorted(set(subjects)), fractions, np.random.default_rng(9))
-    theirs = cohorts._assign_by_subject(subjects, np.random.default_rng(9), fractions)
-    assert [mine[s] for s in subjects] == theirs
+    def synth_rng(seed, salt):  # the synthetic cohorts' split stream, as they document it
+        return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(10**9 + salt,)))
+
+    knee = generate_knee(12, seed=3, image_size=32, workers=1).cohort.table
+    others = sorted(set(knee.loc[knee["site"] != "C", "subject"]))
+    want = assign_by_subject(others, {"val": 0.15, "train": 0.85}, synth_rng(3, 1), rest=None)
+    assert [want.get(s, "test") for s in knee["subject"]] == list(knee["split"])
+    chest = generate_chest(12, seed=4, image_size=32, workers=1).cohort.table
+    want = assign_by_subject(sorted(set(chest["subject"])), {"train": 0.7, "val": 0.1, "test": 0.2},
+                             synth_rng(4, 2), rest=None)
+    assert [want[s] for s in chest["subject"]] == list(chest["split"])
+    # training: no split column → test / val / train blocks; no val → val carved from train
+    table = knee.drop(columns=["split"])
+    got = cohorts.ensure_splits(Cohort(table, root="."), 0.2, 0.25, 7).table["split"]
+    want = assign_by_subject(sorted(set(table["subject"])), {"test": 0.25, "val": 0.2},
+                             np.random.default_rng(7))
+    assert [want[s] for s in table["subject"]] == list(got)

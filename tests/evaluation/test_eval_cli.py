@@ -38,6 +38,7 @@ def test_forensic_json_has_the_documented_keys(files, capsys):
     data = json.loads(out.read_text())
     assert data["protocol"] == "forensic" and data["n_gallery"] == 20
     assert data["n_skipped_queries"] == 0
+    assert "references" not in data  # reference rows belong to a run folder, not to --embeddings
     assert list(data["groups"]) == ["1", "2", "all"]
     for key in ("n_queries", "mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first", "CMC@5_first"):
         assert key in data["groups"]["all"]

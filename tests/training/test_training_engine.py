@@ -320,3 +320,62 @@ def test_load_embedder_gives_embed_run_vectors_for_loose_files(trained_run):
     arrays = embedder.embed_arrays([read_image(p) for p in test.image_paths()[:3]], sides[:3])
     np.testing.assert_allclose(arrays, want[:3], atol=1e-5)
     assert embedder.embedding_dim == want.shape[1]
+
+
+def test_evaluate_run_shows_the_reference_rows(trained_run, tmp_path, capsys, monkeypatch):
+    from radsearch.training.rundir import RunDir
+
+    _, _, run_dir = trained_run
+    out = tmp_path / "result.json"
+    assert cli_main(["evaluate", str(run_dir), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    references = json.loads((run_dir / "references.json").read_text())
+    assert set(references) == {"chance (random ranking)", "raw pixels", "untrained network"}
+    data = json.loads(out.read_text())
+    assert data["references"] == references
+    lines = printed.splitlines()
+    for name in ("AdaTriplet-AM (trained)", *references):
+        row = next(line for line in lines if line.startswith(f"| {name} |"))
+        result = data if name.endswith("(trained)") else references[name]
+        metrics = result["groups"]["all"]
+        assert row.split(" | ")[2] == f"{100 * metrics['mAP']:.1f}", row  # n_queries, mAP, …
+    # a run without references.json: one line says so, the JSON key is empty
+    monkeypatch.setattr(RunDir, "references", property(lambda self: self.path / "absent.json"))
+    assert cli_main(["evaluate", str(run_dir), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert [l for l in printed.splitlines() if "reference" in l] == [
+        f"no reference rows: {run_dir / 'absent.json'} does not exist (`radsearch train` writes "
+        "it when the run has a test split)."]
+    assert json.loads(out.read_text())["references"] == {}
+
+
+def test_resume_removes_checkpoint_temporaries_of_a_killed_run(knee_manifest, tmp_path,
+                                                                monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    run_dir = train(make_config(knee_manifest, tmp_path, epochs=1))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # a pid that no longer runs
+    child.wait()
+    stale = [run_dir / f".last.pt.{child.pid}.k9x1.tmp", run_dir / f".best.pt.{child.pid}.k9x2.tmp",
+             run_dir / ".last.pt.legacy.tmp"]  # older writers: no pid, stale after an hour
+    live = run_dir / f".last.pt.{os.getpid()}.live.tmp"  # a writer that still runs: kept
+    for path in (*stale, live):
+        path.write_bytes(b"\0" * 1024)
+    old = time.time() - 2 * 3600
+    os.utime(stale[2], (old, old))
+    seen = {}
+    real_step = engine_module.train_step
+
+    def first_step(*args, **kwargs):  # gone when training starts, not only at the next save
+        seen.setdefault("left", sorted(p.name for p in stale if p.exists()))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "train_step", first_step)
+    notices = []
+    train(make_config(knee_manifest, tmp_path, epochs=2), report=notices.append)
+    assert seen["left"] == []
+    assert live.exists()
+    assert any("removed 3 temporary file(s)" in n for n in notices), notices

@@ -98,8 +98,11 @@ def evaluate_command(
         columns = DIAGNOSTIC_COLUMNS + (("Acc@1", "Acc@5") if logits is not None else ())
     table = result_table(result, [c for c in columns if c in result.groups["all"]], digits=3)
     _print(table, result)
+    data = result.to_dict()
+    if protocol == "forensic" and run is not None and not embeddings:
+        data["references"] = _print_references(run, result)
     if json_out is not None:
-        write_json(json_out, result.to_dict())
+        write_json(json_out, data)
         console().print(f"wrote {json_out}")
     if table_out is not None:
         from radsearch.evaluation import write_tables
@@ -133,6 +136,24 @@ def _inputs(run: Path | None, embeddings: list[Path], cohort_path: Path | None
     if cohort is None:
         cohort = default_eval_cohort(run)
     return [np.asarray(embed_run(run, cohort, checkpoint="best"))], cohort
+
+
+def _print_references(run: Path, result) -> dict[str, dict]:
+    """Print the trained model beside the run's reference rows; return references.json's content."""
+    from radsearch.cli.metric_rows import print_metrics, reference_rows
+    from radsearch.training.embed import load_run_config
+    from radsearch.training.rundir import RunDir
+
+    run_dir = RunDir(run)
+    if not run_dir.references.is_file():
+        console().print(f"no reference rows: {run_dir.references} does not exist (`radsearch "
+                        "train` writes it when the run has a test split).", markup=False,
+                        highlight=False)
+        return {}
+    name = f"{load_run_config(run).method.name} (trained)"
+    print_metrics("all years apart pooled; reference rows from references.json (the run's test "
+                  "split)", {name: result.groups["all"], **reference_rows(run_dir)})
+    return run_dir.read_json("references")
 
 
 def _load_array(path: Path, what: str) -> np.ndarray:

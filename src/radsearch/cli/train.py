@@ -24,6 +24,7 @@ def train_command(
                                                      "data.manifest=cohort.csv"),
 ) -> None:
     """Train a forensic matching model; resumes the run folder's last checkpoint if there is one."""
+    from radsearch.cli.metric_rows import print_metrics, reference_rows
     from radsearch.training import load_config, train
     from radsearch.training.rundir import RunDir
 
@@ -39,10 +40,8 @@ def train_command(
     console().print(f"[green]done[/] {run_dir}  best epoch {summary.get('best_epoch', -1) + 1}, "
                   f"val {cfg.val.metric} {summary.get(f'best_val_{cfg.val.metric}')}")
     if "test" in summary:
-        rows = {f"{cfg.method.name} (trained)": summary["test"]}
-        rows.update({name: result["groups"].get("all", {})
-                     for name, result in run.read_json("references").items()})
-        _print_metrics("test split, all years apart pooled", rows)
+        rows = {f"{cfg.method.name} (trained)": summary["test"], **reference_rows(run)}
+        print_metrics("test split, all years apart pooled", rows)
     console().print(f"per-year results: `radsearch evaluate {run_dir}`")
 
 
@@ -56,26 +55,16 @@ def embed_command(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
 ) -> None:
     """Embed every image of a manifest with a trained run's model."""
-    import numpy as np
-
     from radsearch.cohort import Cohort
     from radsearch.errors import ConfigError
-    from radsearch.io import atomic_open
-    from radsearch.training.embed import embed_run
-    from radsearch.training.rundir import output_errors
+    from radsearch.training.embed import embed_run, save_embeddings
 
-    if out.suffix not in (".npy", ".npz"):
+    if out.suffix not in (".npy", ".npz"):  # before the embedding, not after it
         raise ConfigError(f"--out {out}: use a .npy or .npz file name.")
     cohort = Cohort.load(manifest)
     embeddings = embed_run(run, cohort, checkpoint=checkpoint, batch_size=batch_size,
                            device=device)
-    with output_errors(out.parent), atomic_open(out, "wb") as fh:
-        if out.suffix == ".npy":
-            np.save(fh, embeddings)
-        else:
-            np.savez(fh, embeddings=embeddings,
-                     image=np.array([str(p) for p in cohort.image_paths()]),
-                     subject=cohort.subjects.astype(str))
+    save_embeddings(out, embeddings, cohort)
     console().print(f"{embeddings.shape[0]} × {embeddings.shape[1]} embeddings → {out}")
 
 
@@ -115,18 +104,6 @@ def demo_command(
 
     report = run_demo(out, config=config, overrides=overrides or [], console=console())
     console().print(f"[bold green]report:[/] {report}")
-
-
-def _print_metrics(title: str, rows: dict[str, dict]) -> None:
-    """One Markdown row per model / reference (metrics in percent): never wrapped or padded."""
-    keys = [k for k in ("n_queries", "mAP", "mAP@R", "CMC@1", "CMC@5", "CMC@1_first")
-            if any(k in m for m in rows.values())]
-    lines = [title, "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for name, metrics in rows.items():
-        cells = [("–" if k not in metrics else str(int(metrics[k])) if k == "n_queries"
-                  else f"{100 * metrics[k]:.1f}") for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    console().print("\n".join(lines), markup=False, highlight=False)
 
 
 def _split_methods(text: str) -> list[str]:

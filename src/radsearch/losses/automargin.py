@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from radsearch.losses.geometry import TripletGeometry
-from radsearch.losses.validation import check_at_least, check_beta, check_choice, check_epsilon
+from radsearch.validation import check_at_least, check_beta, check_choice, check_epsilon
 
 RULES = ("mean", "q1", "q2")
 

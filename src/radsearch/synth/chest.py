@@ -26,11 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radsearch.datasets.splits import assign_by_subject
 from radsearch.synth.common import (STREAM_ACQUISITION, STREAM_ANATOMY, STREAM_COURSE,
                                     STREAM_REPORT, STREAM_TEXTURE, Acquisition, Knob, SynthCohort,
-                                    assign_split, band_noise, check_common_args, ellipse_sd, fill,
+                                    band_noise, check_common_args, ellipse_sd, fill,
                                     finish_cohort, flatten, grid, render, resolve_knobs, rim,
-                                    run_subjects, sample, subject_rng, write_png)
+                                    run_subjects, sample, split_rng, subject_rng,
+                                    write_png)
 from radsearch.synth.reports import FINDINGS, write_report
 from radsearch.errors import ConfigError
 
@@ -506,7 +508,8 @@ def generate_chest(n_subjects: int, seed: int = 0, image_size: int = 256,
                            progress)
     table = pd.DataFrame(flatten(r[0] for r in results))
     subjects = sorted(set(table["subject"]))
-    split = assign_split(int(seed), subjects, {"train": 0.7, "val": 0.1, "test": 0.2}, salt=2)
+    split = assign_by_subject(subjects, {"train": 0.7, "val": 0.1, "test": 0.2},
+                              split_rng(seed, salt=2), rest=None)
     table["split"] = table["subject"].map(split)
     table = table[["image", "subject", "time", "view", "study", "split", "labels", "report", "age",
                    "sex"]]

@@ -98,21 +98,9 @@ def subject_rng(seed: int, subject: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(subject, stream)))
 
 
-def assign_split(seed: int, subjects: Sequence[str], fractions: dict[str, float],
-                 salt: int) -> dict[str, str]:
-    """Deterministic subject -> split with the given fractions (rounded counts, shuffled by seed)."""
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(10**9 + salt,)))
-    order = rng.permutation(len(subjects))
-    names = list(fractions)
-    counts = [int(round(fractions[name] * len(subjects))) for name in names[:-1]]
-    counts.append(len(subjects) - sum(counts))
-    out: dict[str, str] = {}
-    start = 0
-    for name, count in zip(names, counts):
-        for i in order[start:start + max(count, 0)]:
-            out[subjects[i]] = name
-        start += max(count, 0)
-    return out
+def split_rng(seed: int, salt: int) -> np.random.Generator:
+    """The RNG of a cohort's subject-grouped split (independent of every subject's streams)."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(10**9 + salt,)))
 
 
 # ------------------------------------------------------------------ drawing on a grid

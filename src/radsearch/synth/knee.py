@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radsearch.datasets.splits import assign_by_subject
 from radsearch.synth.common import (STREAM_ACQUISITION, STREAM_ANATOMY, STREAM_COURSE,
-                                    STREAM_TEXTURE, Acquisition, Knob, SynthCohort, assign_split,
+                                    STREAM_TEXTURE, Acquisition, Knob, SynthCohort,
                                     band_noise, box_sd, check_common_args, ellipse_sd, fill,
                                     finish_cohort, flatten, grid, render, resolve_knobs, rim,
-                                    run_subjects, sample, smooth_union, subject_rng, write_png)
+                                    run_subjects, sample, smooth_union, split_rng, subject_rng,
+                                    write_png)
 
 VISIT_MONTHS = (0, 12, 24, 36, 48, 72, 96)
 SITES = ("A", "B", "C", "D", "E")
@@ -433,7 +435,8 @@ def generate_knee(n_subjects: int, seed: int = 0, image_size: int = 256,
 def _with_knee_split(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Test = site C (as in the AdaTriplet OAI protocol); val = ~15% of the other subjects."""
     others = sorted(set(table.loc[table["site"] != "C", "subject"]))
-    split = assign_split(seed, others, {"val": 0.15, "train": 0.85}, salt=1)
+    split = assign_by_subject(others, {"val": 0.15, "train": 0.85}, split_rng(seed, salt=1),
+                              rest=None)
     table["split"] = [("test" if site == "C" else split[s])
                       for s, site in zip(table["subject"], table["site"])]
     columns = ["image", "subject", "time", "side", "view", "study", "split", "site", "kl", "tkr",

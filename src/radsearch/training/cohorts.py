@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from radsearch.cohort import Cohort
+from radsearch.datasets.splits import assign_by_subject
 from radsearch.errors import ConfigError, DataError
 from radsearch.training.config import Config, SynthConfig
 
@@ -58,28 +59,17 @@ def ensure_splits(cohort: Cohort, val_fraction: float, test_fraction: float, see
     table = cohort.table.copy()
     rng = np.random.default_rng(seed)
     if not cohort.has("split"):
-        table["split"] = _assign_by_subject(table["subject"], rng,
-                                            {"test": test_fraction, "val": val_fraction})
+        split_of = assign_by_subject(sorted(set(table["subject"])),
+                                     {"test": test_fraction, "val": val_fraction}, rng)
+        table["split"] = [split_of[s] for s in table["subject"]]
     elif not (table["split"] == "val").any():
         train = (table["split"] == "train").to_numpy()
-        carved = _assign_by_subject(table.loc[train, "subject"], rng, {"val": val_fraction})
-        table.loc[train, "split"] = carved
+        subjects = table.loc[train, "subject"]
+        split_of = assign_by_subject(sorted(set(subjects)), {"val": val_fraction}, rng)
+        table.loc[train, "split"] = [split_of[s] for s in subjects]
     out = Cohort(table, root=cohort.root, source=cohort.source)
     check_trainable(out)
     return out
-
-
-def _assign_by_subject(subjects, rng: np.random.Generator, fractions: dict[str, float]):
-    unique = np.array(sorted(set(subjects)), dtype=object)
-    order = rng.permutation(len(unique))
-    split_of: dict[str, str] = {}
-    start = 0
-    for name, fraction in fractions.items():
-        count = int(round(fraction * len(unique)))
-        for idx in order[start:start + count]:
-            split_of[unique[idx]] = name
-        start += count
-    return [split_of.get(s, "train") for s in subjects]
 
 
 def check_trainable(cohort: Cohort) -> None:

@@ -9,6 +9,7 @@ Stable API for other packages (search index building):
     embedder = load_embedder(run_dir, checkpoint="best", device="auto")
     vectors = embedder.embed_paths(["a.png", "b.dcm"], sides=None)  # float32 [N, D], unit norm
     vectors = embedder.embed_arrays([pixels, ...])                 # 2-D arrays (uint8/uint16/[0,1])
+    save_embeddings("emb.npz", vectors, cohort)  # atomically; .npz adds each row's image, subject
 """
 
 from __future__ import annotations
@@ -127,6 +128,31 @@ def embed_run(run_dir: str | os.PathLike, cohort: Cohort, checkpoint: str = "bes
     transform = load_preprocessing(run_dir, config).transform(train=False)
     return embed_cohort(model, cohort, transform, batch_size=batch_size, device=dev,
                         workers=workers, mirror_right=mirror_right_for(config, cohort))
+
+
+def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray, cohort: Cohort) -> Path:
+    """Write ``embeddings`` (row i = ``cohort`` row i) atomically; returns the path.
+
+    ``.npy`` holds the array alone; ``.npz`` also holds each row's id (``image`` path and
+    ``subject``), so the vectors can be matched to images without the manifest.
+    """
+    from radsearch.io import atomic_open
+    from radsearch.training.rundir import output_errors
+
+    out = Path(path)
+    if out.suffix not in (".npy", ".npz"):
+        raise ConfigError(f"{out}: use a .npy or .npz file name for embeddings.")
+    if len(embeddings) != len(cohort):
+        raise ConfigError(f"{out}: {len(embeddings)} embeddings for the {len(cohort)} rows of "
+                          f"{cohort.source}; embed the same cohort that labels them.")
+    with output_errors(out.parent), atomic_open(out, "wb") as fh:
+        if out.suffix == ".npy":
+            np.save(fh, embeddings)
+        else:
+            np.savez(fh, embeddings=embeddings,
+                     image=np.array([str(p) for p in cohort.image_paths()]),
+                     subject=cohort.subjects.astype(str))
+    return out
 
 
 class Embedder:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from radsearch.cohort import Cohort
 from radsearch.data.seeding import seed_everything
 from radsearch.errors import RadsearchError
-from radsearch.io import atomic_path, write_json
+from radsearch.io import atomic_path, remove_stale_temporaries, write_json
 from radsearch.training.callbacks import RunLogger
 from radsearch.training.cohorts import load_training_cohort
 from radsearch.training.config import Config
@@ -207,6 +207,12 @@ class Trainer:
             else images
 
     def _resume(self) -> None:
+        if self.info.is_main:  # checkpoint temporaries of a killed run: 11-100 MB each
+            removed = [p for target in (self.run.last, self.run.best)
+                       for p in remove_stale_temporaries(target)]
+            if removed:
+                self.report(f"removed {len(removed)} temporary file(s) of interrupted checkpoint "
+                            f"writes from {self.run_dir}")
         path = self.run.last
         if not (self.config.run.resume and path.is_file()):
             if self.info.is_main:
