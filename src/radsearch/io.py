@@ -53,7 +53,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             # mkstemp creates 0600 files; published outputs get the usual permissions instead
             os.chmod(tmp_path, _published_mode(target))
             os.replace(tmp_path, target)
-            _fsync_folder(target.parent)
+            fsync_folder(target.parent)
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
@@ -131,7 +131,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); folders cannot be opened on Windows."""
     try:
         fd = os.open(folder, os.O_RDONLY)

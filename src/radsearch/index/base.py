@@ -32,7 +32,7 @@ import pandas as pd
 from radsearch.errors import ConfigError, DataError, RadsearchError
 from radsearch.index.filters import Filter, parse_filters
 from radsearch.index.lock import WriterLock
-from radsearch.io import atomic_path, write_json
+from radsearch.io import atomic_path, fsync_folder, write_json
 
 FORMAT_VERSION = 1
 HEADER = "header.json"
@@ -347,7 +347,7 @@ class VectorIndex(ABC):
                                              "size": (self.path / name).stat().st_size}
                                       for name in names}})
         write_json(self.path / HEADER, self.header)
-        _fsync_dir(self.path)
+        fsync_folder(self.path)
         self._collect_garbage(keep=set(names) | previous)
         self._dirty = False
         return n
@@ -445,16 +445,3 @@ def new_header(backend: str, dim: int, fingerprint: dict | None, **extra: Any) -
     return {"format_version": FORMAT_VERSION, "backend": backend, "metric": METRIC,
             "dim": int(dim), "count": 0, "created": now(), "updated": now(), "commit": 0,
             "fingerprint": dict(fingerprint or {}), "calibration": None, **extra, "files": {}}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
