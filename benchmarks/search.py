@@ -250,7 +250,7 @@ def main() -> None:
 
         from radsearch.cohort import Cohort
         from radsearch.index import build_index
-        from radsearch.search.embedder import load_embedder
+        from radsearch.index.embedder import load_embedder
 
         torch.set_num_threads(1)
         n_img = len(Cohort.load(args.manifest))

@@ -52,7 +52,7 @@ def train_demo_architecture(folder: Path) -> Path:
 def synthetic_index(run: Path, path: Path, n: int, image: Path) -> None:
     """``n`` random unit vectors with the run's fingerprint; every item shows ``image``."""
     from radsearch.index import create_index
-    from radsearch.search.embedder import load_embedder
+    from radsearch.index.embedder import load_embedder
 
     embedder = load_embedder(run, device="cpu")
     rng = np.random.default_rng(0)
@@ -165,7 +165,7 @@ def forward_reference(run: Path, pngs: list[Path], repeats: int) -> dict:
     import torch
 
     from radsearch.images import read_image
-    from radsearch.search.embedder import load_embedder
+    from radsearch.index.embedder import load_embedder
 
     torch.set_num_threads(1)           # as the server (`radsearch serve --threads 1`)
     embedder = load_embedder(run, device="cpu")

@@ -29,7 +29,7 @@ def viewer(run_dir, tmp_path_factory):
     """(calibrated index folder, cohort) of 160-px knees; subjects 0-5 indexed at baseline."""
     from radsearch.index import build_index, open_index
     from radsearch.index.calibration import calibrate
-    from radsearch.search.embedder import load_embedder
+    from radsearch.index.embedder import load_embedder
     from radsearch.synth import generate_knee
 
     folder = tmp_path_factory.mktemp("viewer")

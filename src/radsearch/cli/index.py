@@ -190,7 +190,7 @@ def calibrate_command(
     from radsearch.cohort import Cohort
     from radsearch.index import open_index
     from radsearch.index.calibration import calibrate
-    from radsearch.search.embedder import load_embedder
+    from radsearch.index.embedder import load_embedder
 
     with open_index(index_path, writable=True) as index:
         run = _run_of(index, run)

@@ -40,7 +40,7 @@ def build_index(run_dir, manifest, out, *, backend: str = "faiss", factory: str 
     """Index the rows of ``manifest`` (of one ``split``, passing the ``only`` filters, e.g.
     ``["time=0"]`` for first visits); returns counts for the report."""
     from radsearch.index import create_index, open_index
-    from radsearch.search.embedder import load_embedder
+    from radsearch.index.embedder import load_embedder
 
     if chunk < 1:
         raise ConfigError(f"--chunk {chunk}: must be >= 1.")

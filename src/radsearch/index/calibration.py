@@ -9,6 +9,8 @@ the FNIR each costs, the gallery size N they were measured at, and Cllr (in-samp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from radsearch.cohort import Cohort
@@ -18,9 +20,20 @@ from radsearch.evaluation.openset import (FPIR_TARGETS, OpenSetScores, ScoreCali
 from radsearch.evaluation.protocols import years_apart
 from radsearch.index.base import VectorIndex, now
 from radsearch.index.filters import Filter
-from radsearch.search.results import Decision
 
 SHORTLIST = 50
+
+
+@dataclass
+class Decision:
+    """Open-set answer at one operating point: is any candidate above the threshold?"""
+
+    match: bool
+    threshold: float
+    fpir: float          # false-positive identification rate at this threshold (calibration)
+    fnir: float          # false-negative identification rate at this threshold (calibration)
+    n_gallery: int       # gallery size N the rates were measured at
+    message: str
 
 
 def calibration_scores(index: VectorIndex, vectors: np.ndarray, cohort: Cohort

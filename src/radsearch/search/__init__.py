@@ -11,10 +11,13 @@
 from radsearch.search.results import Decision, Hit, SearchResult
 
 
-def __getattr__(name):  # lazy: radsearch.index.calibration imports search.results
-    if name in ("Searcher", "load_embedder"):
-        from radsearch.search import embedder, searcher
-        return getattr(searcher if name == "Searcher" else embedder, name)
+def __getattr__(name):  # lazy: importing the results types does not load faiss and the model code
+    if name == "Searcher":
+        from radsearch.search.searcher import Searcher
+        return Searcher
+    if name == "load_embedder":
+        from radsearch.index.embedder import load_embedder
+        return load_embedder
     raise AttributeError(name)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from radsearch.index.calibration import Decision  # the open-set answer belongs to calibration
+
 
 @dataclass
 class Hit:
@@ -20,18 +22,6 @@ class Hit:
     image: str
     score: float                      # cosine similarity (after re-ranking: the re-ranked score)
     log10_lr: float | None = None     # calibrated log10 likelihood ratio (same vs other person)
-
-
-@dataclass
-class Decision:
-    """Open-set answer at one operating point: is any candidate above the threshold?"""
-
-    match: bool
-    threshold: float
-    fpir: float          # false-positive identification rate at this threshold (calibration)
-    fnir: float          # false-negative identification rate at this threshold (calibration)
-    n_gallery: int       # gallery size N the rates were measured at
-    message: str
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 from radsearch.errors import ConfigError
 from radsearch.index import VectorIndex, open_index
 from radsearch.index.filters import Filter, parse_filters
-from radsearch.search.embedder import Embedder, ImageLike, load_embedder, normalise
+from radsearch.index.embedder import Embedder, ImageLike, load_embedder, normalise
 from radsearch.search.results import Hit, SearchResult
 
 BY = ("image", "subject")

@@ -62,7 +62,7 @@ class SearchEngine:
     def search(self, vectors: np.ndarray, *, k: int, by: str, filters: list[str],
                rerank: str) -> dict:
         """Several images of one person are fused (mean of normalised embeddings), then searched."""
-        from radsearch.search.embedder import normalise
+        from radsearch.index.embedder import normalise
 
         fused = normalise(np.asarray(vectors, np.float32).mean(axis=0, keepdims=True))
         result = self.searcher.search_vectors(fused, k, by=by, filters=filters,

@@ -1,6 +1,7 @@
 """The one place that turns query images into embeddings with a trained run's model.
 
-Everything the search stage needs from training goes through :func:`load_embedder`, so a change in
+Everything the index and search stages need from training goes through :func:`load_embedder` (index
+building embeds the archive, search embeds the queries), so a change in
 ``radsearch.training.embed`` touches this file only. The embedder also states the model
 *fingerprint* (checkpoint sha256 + preprocessing) that an index records and checks.
 """
