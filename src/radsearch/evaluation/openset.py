@@ -271,7 +271,7 @@ def plot_det(result: OpenSetResult, path) -> None:
             result.years == int(name)
         _, fp, fn = det_curve(result.scores.subset(np.flatnonzero(rows)))
         keep = fp > 0
-        label = "all" if name == "all" else f"{name} years apart"
+        label = "all" if name == "all" else f"{name} year{'' if str(name) == '1' else 's'} apart"
         ax.step(fp[keep], fn[keep], where="post", label=label,
                 linewidth=2.4 if name == "all" else 1.2, color="black" if name == "all" else None)
     for t in result.targets:
