@@ -125,7 +125,8 @@ async function show(result) {
     li.append(head);
     if (hit.log10_lr !== null && hit.log10_lr !== undefined) {
       const sign = hit.log10_lr >= 0 ? "+" : "";
-      li.append(text("div", `log₁₀ LR ${sign}${hit.log10_lr.toFixed(2)}`, "lr"));
+      li.append(text("div", `log₁₀ LR ${sign}${hit.log10_lr.toFixed(2)}`,
+                     hit.log10_lr >= 0 ? "lr" : "lr against"));
     }
     li.append(text("div", `subject ${hit.subject}`));
     const when = hit.time === null ? "time ?" : `time ${hit.time.toFixed(2)} y`;
