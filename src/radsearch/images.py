@@ -273,3 +273,12 @@ def _modality_range(ds) -> tuple[float, float]:
         low, high = sorted((low * float(slope) + float(intercept),
                             high * float(slope) + float(intercept)))
     return low, high
+
+
+def require_min_side(image: np.ndarray, where, min_side: int | None) -> np.ndarray:
+    """Refuse an image smaller than the network's input crop: it would be upsampled into mush."""
+    if min_side and min(image.shape[:2]) < min_side:
+        raise ImageReadError(f"{where}: {image.shape[1]}×{image.shape[0]} pixels, smaller than "
+                             f"the {min_side}-pixel network input; list only real radiographs "
+                             "(or thumbnails at least that large).")
+    return image

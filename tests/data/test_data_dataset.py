@@ -175,6 +175,17 @@ def test_images_smaller_than_the_network_input_are_refused_naming_the_file(tmp_p
     dataset[0]
     with pytest.raises(ImageReadError, match=r"s1_v0.png: 1×1 pixels.*smaller than the 32"):
         dataset[2]
+    # the same with the decoded-image cache, and in the in-memory batches of the CPU recipe
+    cached = CohortDataset(cohort, transform=build_transforms("oai", train=False, image_size=32,
+                                                              resize=36),
+                           cache_dir=tmp_path / "cache")
+    with pytest.raises(ImageReadError, match=r"s1_v0.png: 1×1 pixels.*smaller than the 32"):
+        cached[2]
+    assert not cached.cache.entry(tmp_path / "s1_v0.png").is_file()   # refused, never stored
+    from radsearch.data.batches import MemoryImages
+
+    with pytest.raises(ImageReadError, match=r"s1_v0.png: 1×1 pixels.*smaller than the 32"):
+        MemoryImages(cohort, resize=36, min_side=32)
 
 
 def _compressed_dicom(path, syntax) -> None:

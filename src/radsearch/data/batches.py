@@ -30,11 +30,12 @@ class MemoryImages:
 
     ``images``: optional in-memory arrays aligned with the rows (used instead of the files).
     ``mirror_right``: rows whose ``side`` is ``R`` are flipped left-right once, here.
+    ``min_side``: files smaller than the network input crop are refused, naming the file.
     """
 
     def __init__(self, cohort: Cohort, resize: int, mirror_right: bool = False,
-                 images: Sequence[np.ndarray] | None = None) -> None:
-        from radsearch.images import read_image
+                 images: Sequence[np.ndarray] | None = None, min_side: int | None = None) -> None:
+        from radsearch.images import read_image, require_min_side
 
         if mirror_right and not cohort.has("side"):
             raise DataError(f"{cohort.source}: mirror_right needs a 'side' column (L/R); add it "
@@ -44,8 +45,8 @@ class MemoryImages:
         paths = cohort.image_paths() if images is None else None
         pixels = np.empty((len(cohort), resize, resize), dtype=np.uint8)
         for i in range(len(cohort)):
-            unit = read_image(paths[i]) if images is None else \
-                to_unit_float(images[i], where=f"in-memory image of row {i}")
+            unit = require_min_side(read_image(paths[i]), paths[i], min_side) if images is None \
+                else to_unit_float(images[i], where=f"in-memory image of row {i}")
             if unit.shape != (resize, resize):
                 unit = resize_unit_image(unit, resize)
             if mirror[i]:

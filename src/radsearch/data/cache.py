@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from radsearch.images import read_image
+from radsearch.images import read_image, require_min_side
 from radsearch.io import atomic_open
 
 CACHE_VERSION = 1  # bump when the stored format or the resizing changes
@@ -47,8 +47,11 @@ class ImageCache:
         key = self.key(path)
         return self.folder / key[:2] / f"{key}.npy"
 
-    def read(self, path: str | os.PathLike) -> np.ndarray:
-        """The image as float32 (H, W) in [0, 1], decoding and storing it on a miss."""
+    def read(self, path: str | os.PathLike, min_side: int | None = None) -> np.ndarray:
+        """The image as float32 (H, W) in [0, 1], decoding and storing it on a miss.
+
+        ``min_side``: an original smaller than the network input is refused on the miss, before
+        anything is stored, so a cached entry always comes from a large-enough original."""
         path = Path(path)
         if not path.is_file():
             return read_image(path)  # raises the ImageReadError that names the file
@@ -60,7 +63,7 @@ class ImageCache:
                     return stored.astype(np.float32) / np.float32(65535.0)
             except (OSError, ValueError, EOFError):
                 pass  # damaged entry: decode again and overwrite it
-        image = read_image(path)
+        image = require_min_side(read_image(path), path, min_side)
         if self.size is not None:
             image = resize_unit_image(image, self.size)
         stored = np.rint(image * 65535.0).astype(np.uint16)

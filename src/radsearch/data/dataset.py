@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from radsearch.cohort import Cohort
 from radsearch.data.cache import ImageCache
-from radsearch.errors import DataError, ImageReadError
-from radsearch.images import read_image
+from radsearch.errors import DataError
+from radsearch.images import read_image, require_min_side
 
 
 def to_unit_float(image: np.ndarray, where: str = "image") -> np.ndarray:
@@ -87,14 +87,9 @@ class CohortDataset(Dataset):
         if self.images is not None:
             return to_unit_float(self.images[index], where=f"in-memory image of row {index}")
         path = self.paths[index]
-        if self.cache is not None:
-            return self.cache.read(path)
-        image = read_image(path)
-        if self.min_side and min(image.shape) < self.min_side:
-            raise ImageReadError(f"{path}: {image.shape[1]}×{image.shape[0]} pixels, smaller than "
-                                 f"the {self.min_side}-pixel network input; list only real "
-                                 "radiographs (or thumbnails at least that large).")
-        return image
+        if self.cache is not None:   # the cache stores resized copies: check the original once
+            return self.cache.read(path, min_side=self.min_side)
+        return require_min_side(read_image(path), path, self.min_side)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         index = int(index)

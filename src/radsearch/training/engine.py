@@ -189,7 +189,8 @@ class Trainer:
             return None
         from radsearch.data.batches import MemoryImages
 
-        return MemoryImages(cohort, self.config.data.resize, mirror_right=self.mirror_right)
+        return MemoryImages(cohort, self.config.data.resize, mirror_right=self.mirror_right,
+                            min_side=self.config.data.image_size)
 
     def _precision_sample(self) -> torch.Tensor:
         """A few validation images as the network sees them (for the bf16 agreement check)."""
