@@ -112,8 +112,8 @@ def test_evaluate_json_on_a_full_disk(tmp_path, capsys, monkeypatch, embedded):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        f"error: cannot write {out}: No space left on device; free space there or choose another "
-        "output folder."]
+        f"error: cannot write {out}: No space left on device (the disk is full); free space there "
+        "or choose another output folder."]
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 

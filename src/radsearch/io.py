@@ -72,13 +72,21 @@ def output_errors(target: str | os.PathLike,
 
 
 def describe_output_error(target: str | os.PathLike, exc: OSError) -> str:
-    """``cannot write TARGET: reason; what to do.`` on one line."""
+    """``cannot write TARGET: reason (plain words); what to do.`` on one line."""
     reason = exc.strerror or str(exc)
+    plain = _PLAIN_REASONS.get(exc.errno)
+    if plain:
+        reason = f"{reason} ({plain})"
     advice = {errno.ENOSPC: "free space there or choose another output folder",
               errno.EDQUOT: "free space there or choose another output folder",
               errno.EFBIG: "choose another output folder"}.get(
         exc.errno, "check that the folder exists and is writable, or choose another output folder")
     return f"cannot write {os.fspath(target)}: {reason}; {advice}."
+
+
+_PLAIN_REASONS = {errno.EROFS: "the folder is read-only", errno.ENOSPC: "the disk is full",
+                  errno.EDQUOT: "the disk quota is full", errno.EACCES: "the folder is not writable",
+                  errno.EPERM: "the folder is not writable"}
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:

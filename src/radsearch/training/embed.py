@@ -137,7 +137,6 @@ def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray, cohort: Coh
     ``subject``), so the vectors can be matched to images without the manifest.
     """
     from radsearch.io import atomic_open
-    from radsearch.training.rundir import output_errors
 
     out = Path(path)
     if out.suffix not in (".npy", ".npz"):
@@ -145,7 +144,7 @@ def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray, cohort: Coh
     if len(embeddings) != len(cohort):
         raise ConfigError(f"{out}: {len(embeddings)} embeddings for the {len(cohort)} rows of "
                           f"{cohort.source}; embed the same cohort that labels them.")
-    with output_errors(out.parent), atomic_open(out, "wb") as fh:
+    with atomic_open(out, "wb") as fh:   # a full / read-only folder: one OutputError line
         if out.suffix == ".npy":
             np.save(fh, embeddings)
         else:

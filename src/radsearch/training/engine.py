@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from radsearch.cohort import Cohort
 from radsearch.data.seeding import seed_everything
 from radsearch.errors import RadsearchError
-from radsearch.io import atomic_path, remove_stale_temporaries, write_json
+from radsearch.io import atomic_path, output_errors, remove_stale_temporaries, write_json
 from radsearch.training.callbacks import RunLogger
 from radsearch.training.cohorts import load_training_cohort
 from radsearch.training.config import Config
@@ -37,7 +37,7 @@ from radsearch.training.embed import (clean_worker_error, embed_cohort, embed_pi
                                       mirror_right_for, resolve_device)
 from radsearch.training.precision import autocast_context, resolve_cpu_precision
 from radsearch.training.preprocessing import resolve_preprocessing, save_preprocessing
-from radsearch.training.rundir import RunDir, output_errors
+from radsearch.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,12 @@ Everything that reads or writes a run (engine, embedding, comparison, reports, d
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from radsearch.errors import ConfigError, RadsearchError
+from radsearch.errors import ConfigError
 
 
 class RunDir:
@@ -110,26 +108,3 @@ class RunDir:
         """``results`` / ``summary`` / ``references`` / ``preprocessing`` ({} when absent)."""
         path = getattr(self, name)
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-class RunFolderError(RadsearchError):
-    """The run folder (or another output) cannot be written: read-only, full, no permission."""
-
-
-_WRITE_ERRNOS = {errno.EROFS: "is read-only", errno.ENOSPC: "is full (no space left on device)",
-                 errno.EDQUOT: "is over its disk quota", errno.EACCES: "is not writable "
-                 "(permission denied)", errno.EPERM: "is not writable (operation not permitted)"}
-
-
-@contextlib.contextmanager
-def output_errors(where: str | os.PathLike):
-    """Turn a failed write under ``where`` into one :class:`RunFolderError` line."""
-    try:
-        yield
-    except OSError as exc:
-        reason = _WRITE_ERRNOS.get(exc.errno)
-        if reason is None:
-            raise
-        target = exc.filename or where
-        raise RunFolderError(f"{target}: cannot write there, the folder {reason}; free space or "
-                             f"choose another output folder (run.out_dir=… / --out).") from None
