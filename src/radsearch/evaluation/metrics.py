@@ -205,11 +205,10 @@ def dense_retrieval(query: torch.Tensor, gallery: torch.Tensor,
     [n_gallery] shared by those rows. Rows not listed count as skipped for that name. nDCG@k
     (gains from ``gains_of``) is added to every name.
     """
-    n_queries = query.shape[0]
-    values: dict[str, dict[str, np.ndarray]] = {}
-    n_relevant: dict[str, np.ndarray] = {}
-    for chunk in sorted_chunks(query, gallery, query_in_gallery=query_in_gallery,
-                               memory_mb=memory_mb):
+    options = dict(cmc_ks=cmc_ks, precision_ks=precision_ks, map_ks=map_ks,
+                   normalisation=normalisation)
+
+    def one_chunk(chunk):
         start, stop = chunk.start, chunk.start + chunk.order.shape[0]
         own = None if query_in_gallery is None else np.asarray(query_in_gallery[start:stop],
                                                                 np.int64)
@@ -220,20 +219,43 @@ def dense_retrieval(query: torch.Tensor, gallery: torch.Tensor,
                 inside = np.flatnonzero(own >= 0)
                 gains[inside, own[inside]] = 0.0
             ndcg = {f"nDCG@{k}": chunk.ndcg(gains, k) for k in ndcg_ks}
-        for name, (rows, relevant) in relevance_of(start, stop).items():
-            local_rows = np.arange(stop - start) if rows is None else np.asarray(rows)
-            ranks = chunk.ranks(relevant, rows, None if own is None else own[local_rows])
-            local = query_metrics(ranks, cmc_ks=cmc_ks, precision_ks=precision_ks,
-                                  map_ks=map_ks, normalisation=normalisation)
-            local.values.update({key: value[local_rows] for key, value in ndcg.items()})
-            if name not in values:
-                values[name] = {key: np.full(n_queries, np.nan) for key in local.values}
-                n_relevant[name] = np.zeros(n_queries, np.int64)
-            target = local_rows + start
-            for key, value in local.values.items():
-                value[~local.evaluated] = np.nan
-                values[name][key][target] = value
-            n_relevant[name][target] = local.n_relevant
+        return chunk_results(chunk, relevance_of, own, ndcg, options)
+
+    chunks = sorted_chunks(query, gallery, query_in_gallery=query_in_gallery, memory_mb=memory_mb)
+    return collect_results((r for chunk in chunks for r in one_chunk(chunk)), query.shape[0])
+
+
+ChunkResult = tuple[str, np.ndarray, "PerQueryMetrics"]   # relevance name, query rows, metrics
+
+
+def chunk_results(chunk, relevance_of: Callable[[int, int], dict[str, RelevanceSpec]],
+                  own: np.ndarray | None, ndcg: dict[str, np.ndarray],
+                  options: dict) -> list[ChunkResult]:
+    """Metrics of one ranked query chunk for every relevance definition (shared by the sorting
+    and the streamed engines): ``own`` = each query's own gallery position (-1: none)."""
+    start, stop = chunk.start, chunk.start + chunk.order.shape[0]
+    out = []
+    for name, (rows, relevant) in relevance_of(start, stop).items():
+        local_rows = np.arange(stop - start) if rows is None else np.asarray(rows)
+        ranks = chunk.ranks(relevant, rows, None if own is None else own[local_rows])
+        local = query_metrics(ranks, **options)
+        local.values.update({key: value[local_rows] for key, value in ndcg.items()})
+        out.append((name, local_rows + start, local))
+    return out
+
+
+def collect_results(results, n_queries: int) -> dict[str, PerQueryMetrics]:
+    """Per-chunk results → one PerQueryMetrics per relevance name (rows never listed stay NaN)."""
+    values: dict[str, dict[str, np.ndarray]] = {}
+    n_relevant: dict[str, np.ndarray] = {}
+    for name, target, local in results:
+        if name not in values:
+            values[name] = {key: np.full(n_queries, np.nan) for key in local.values}
+            n_relevant[name] = np.zeros(n_queries, np.int64)
+        for key, value in local.values.items():
+            value[~local.evaluated] = np.nan
+            values[name][key][target] = value
+        n_relevant[name][target] = local.n_relevant
     return {name: PerQueryMetrics(values[name], n_relevant[name]) for name in values}
 
 

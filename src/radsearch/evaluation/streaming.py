@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from radsearch.evaluation.metrics import PerQueryMetrics, RelevanceSpec, query_metrics
+from radsearch.evaluation.metrics import (PerQueryMetrics, RelevanceSpec, chunk_results,
+                                          collect_results)
 from radsearch.evaluation.ranking import DEFAULT_MEMORY_MB, SortedChunk, _chunks, chunk_rows
 
 _LOW32 = np.int64(0xFFFFFFFF)
@@ -131,7 +132,7 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor,
     gallery_t = np.ascontiguousarray(gallery.numpy().T)
     query_np = query.numpy()
 
-    def one_chunk(bounds: tuple[int, int]) -> list[tuple[str, np.ndarray, PerQueryMetrics]]:
+    def one_chunk(bounds: tuple[int, int]) -> list:
         start, stop = bounds
         scores = query_np[start:stop] @ gallery_t
         own = None if query_in_gallery is None else np.asarray(query_in_gallery[start:stop],
@@ -144,30 +145,15 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor,
         chunk = SortedChunk(start, order, np.empty((0, 0), np.int64), block_end)
         ndcg = {} if gains is None else {f"nDCG@{k}": _top_ndcg(chunk, gains, start, stop, k)
                                          for k in ndcg_ks}
-        out = []
-        for name, (rows, relevant) in relevance_of(start, stop).items():
-            local_rows = np.arange(stop - start) if rows is None else np.asarray(rows)
-            ranks = chunk.ranks(relevant, rows, None if own is None else own[local_rows])
-            local = query_metrics(ranks, cmc_ks=cmc_ks, precision_ks=precision_ks,
-                                  map_ks=map_ks, normalisation=normalisation)
-            local.values.update({key: value[local_rows] for key, value in ndcg.items()})
-            out.append((name, local_rows + start, local))
-        return out
+        return chunk_results(chunk, relevance_of, own, ndcg, options)
 
-    values: dict[str, dict[str, np.ndarray]] = {}
-    n_relevant: dict[str, np.ndarray] = {}
+    options = dict(cmc_ks=cmc_ks, precision_ks=precision_ks, map_ks=map_ks,
+                   normalisation=normalisation)
     # numpy's sort, matmul and reductions release the GIL: threads share the cores
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for results in pool.map(one_chunk, _chunks(n_queries, rows_per_chunk)):
-            for name, target, local in results:
-                if name not in values:
-                    values[name] = {key: np.full(n_queries, np.nan) for key in local.values}
-                    n_relevant[name] = np.zeros(n_queries, np.int64)
-                for key, value in local.values.items():
-                    value[~local.evaluated] = np.nan
-                    values[name][key][target] = value
-                n_relevant[name][target] = local.n_relevant
-    return {name: PerQueryMetrics(values[name], n_relevant[name]) for name in values}
+        return collect_results((r for results in pool.map(one_chunk, _chunks(n_queries,
+                                                                             rows_per_chunk))
+                                for r in results), n_queries)
 
 
 def _sorted_by_score(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
