@@ -2,8 +2,8 @@
 
 A `radsearch serve` process (uvicorn, loopback) holds a 100k-item index (synthetic vectors with the
 demo model's fingerprint; the issue allows synthetic vectors for the index) and the demo
-architecture (ResNet-18 at 64², 128-d, oai preprocessing; briefly trained — weights do not change
-the cost). Clients POST real 80-px synthetic knee PNGs and DICOMs. Reported: latency p50/p99 and
+architecture (configs/demo.yaml: cnn9 at 64², 128-d, oai preprocessing; briefly trained — weights
+do not change the cost). Clients POST real 80-px synthetic knee PNGs and DICOMs. Reported: latency p50/p99 and
 throughput at 1 and 8 concurrent clients, with micro-batching (--max-batch 16) and one at a time
 (--max-batch 1), next to the model forward pass alone (1 image, and batches of 8).
 
@@ -292,6 +292,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="radsearch-bench-") as tmp:
         tmp = Path(tmp)
         run = args.run or train_demo_architecture(tmp)
+        from radsearch.training.embed import load_run_config
+
+        model = load_run_config(run).model
+        arch = f"{model.name}, {model.embedding_dim}-d"
         from radsearch.synth import generate_knee
 
         generate_knee(8, seed=7, image_size=80, out_dir=tmp / "queries", workers=1)
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
 
     lines = [f"Machine: {machine_line()}; index of {args.items} items (synthetic vectors, built "
              f"in {build_s:.1f} s); queries: {len(pngs)} PNG + 16 DICOM knee radiographs at "
-             f"80 px through the demo architecture (ResNet-18 at 64², 128-d), 1 model thread "
+             f"80 px through the demo architecture ({arch}), 1 model thread "
              "in server and reference; "
              f"{args.requests} searches per row; server and clients share the machine's cores.",
              "", "| what | clients | p50 ms | p99 ms | queries/s | statuses |",
