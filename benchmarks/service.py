@@ -89,6 +89,18 @@ def dicom_bytes(png: Path) -> bytes:
     return out.getvalue()
 
 
+def query_uploads(folder: Path) -> tuple[list[Path], list[tuple[str, bytes, str]]]:
+    """32 synthetic knee PNGs at 80 px and 16 of them as DICOM, shuffled: the load's queries."""
+    from radsearch.synth import generate_knee
+
+    generate_knee(8, seed=7, image_size=80, out_dir=folder, workers=1)
+    pngs = sorted(folder.rglob("*.png"))[:32]
+    uploads = [(f"{i}.png", p.read_bytes(), "image/png") for i, p in enumerate(pngs)]
+    uploads += [(f"{i}.dcm", dicom_bytes(p), "application/dicom") for i, p in enumerate(pngs[:16])]
+    random.Random(0).shuffle(uploads)
+    return pngs, uploads
+
+
 class Server:
     """`python -m radsearch serve` in a subprocess on a free loopback port."""
 
@@ -296,14 +308,7 @@ def main(argv: list[str] | None = None) -> None:
 
         model = load_run_config(run).model
         arch = f"{model.name}, {model.embedding_dim}-d"
-        from radsearch.synth import generate_knee
-
-        generate_knee(8, seed=7, image_size=80, out_dir=tmp / "queries", workers=1)
-        pngs = sorted((tmp / "queries").rglob("*.png"))[:32]
-        uploads = [(f"{i}.png", p.read_bytes(), "image/png") for i, p in enumerate(pngs)]
-        uploads += [(f"{i}.dcm", dicom_bytes(p), "application/dicom")
-                    for i, p in enumerate(pngs[:16])]
-        random.Random(0).shuffle(uploads)
+        pngs, uploads = query_uploads(tmp / "queries")
         start = time.perf_counter()
         synthetic_index(run, tmp / "bench.index", args.items, pngs[0])
         build_s = time.perf_counter() - start

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import random
 import tempfile
 import time
 from collections import Counter
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._report import machine_line, record
-from benchmarks.service import Server, dicom_bytes, synthetic_index, train_demo_architecture
+from benchmarks.service import Server, query_uploads, synthetic_index, train_demo_architecture
 
 
 def soak(url: str, uploads: list, clients: int, seconds: float) -> dict:
@@ -72,14 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="radsearch-soak-") as tmp:
         tmp = Path(tmp)
         run = train_demo_architecture(tmp)
-        from radsearch.synth import generate_knee
-
-        generate_knee(8, seed=7, image_size=80, out_dir=tmp / "queries", workers=1)
-        pngs = sorted((tmp / "queries").rglob("*.png"))[:32]
-        uploads = [(f"{i}.png", p.read_bytes(), "image/png") for i, p in enumerate(pngs)]
-        uploads += [(f"{i}.dcm", dicom_bytes(p), "application/dicom")
-                    for i, p in enumerate(pngs[:16])]
-        random.Random(0).shuffle(uploads)
+        pngs, uploads = query_uploads(tmp / "queries")
         synthetic_index(run, tmp / "soak.index", args.items, pngs[0])
         with Server(tmp / "soak.index", run, 16, tmp / "serve.log") as server:
             rss_before = server.rss_mb()
