@@ -1,4 +1,4 @@
-"""Re-ranking against hand-written formulas (α-QE, DBA) and the k-reciprocal definition."""
+"""Re-ranking against hand-written formulas (α-QE, DBA); k-reciprocal: test_kreciprocal.py."""
 
 import numpy as np
 import pytest
@@ -57,24 +57,6 @@ def test_graph_is_the_brute_force_knn(index):
     np.fill_diagonal(sims, -np.inf)
     expected = np.argsort(-sims, axis=1, kind="stable")[:, :5]
     assert (ix.graph["neighbours"] == ids[expected]).all()
-
-
-def test_k_reciprocal_by_hand():
-    # items 1, 2: k=2 graph; the query's top-2 are 1 and 2
-    graph = {"row": {1: 0, 2: 1, 3: 2},
-             "neighbours": np.array([[2, 3], [1, 3], [1, 2]]),
-             "scores": np.array([[0.9, 0.1], [0.9, 0.2], [0.1, 0.05]])}
-    cand = np.array([1, 2, 3])
-    scores = np.array([0.8, 0.5, 0.05])
-    out = rr._k_reciprocal(np.zeros(2), cand, scores, graph, k1=2, lam=0.3)
-    # query's reciprocal set: 1 (0.8 ≥ its 2nd-neighbour score 0.1) and 2 (0.5 ≥ 0.2)
-    v_q = {1: np.exp(-(2 - 1.6)), 2: np.exp(-(2 - 1.0))}
-    # item 1's set: itself, 2 and 3 (each lists 1 among its own top 2: reciprocal)
-    v_1 = {1: 1.0, 2: np.exp(-(2 - 1.8)), 3: np.exp(-(2 - 0.2))}
-    keys = set(v_q) | set(v_1)
-    jac = 1 - sum(min(v_q.get(x, 0), v_1.get(x, 0)) for x in keys) / \
-        sum(max(v_q.get(x, 0), v_1.get(x, 0)) for x in keys)
-    assert out[0] == pytest.approx(-(0.7 * jac + 0.3 * (2 - 1.6)))
 
 
 def test_rerank_embeddings_qe_and_dba_formulas():

@@ -62,25 +62,49 @@ def evaluate_command(
     logits: Path | None = typer.Option(None, "--logits", help="Diagnostic: label-head logits "
                                                               ".npy [N, classes] for Acc@1/5."),
     det: Path | None = typer.Option(None, "--det", help="Open-set: write the DET curve PNG."),
-    rerank: str = typer.Option("none", "--rerank", help="Forensic/open-set: none, qe or dba."),
+    rerank: str = typer.Option("none", "--rerank", help="Forensic/open-set: none, qe, dba or "
+                                                        "k-reciprocal."),
+    qe_alpha: float = typer.Option(3.0, "--qe-alpha", help="QE/DBA: weight = score^alpha."),
+    qe_n: int = typer.Option(5, "--qe-n", help="QE: expand with the top-n gallery items."),
+    dba_k: int = typer.Option(3, "--dba-k", help="DBA: augment with the k nearest neighbours."),
+    k1: int = typer.Option(20, "--k1", help="k-reciprocal: k1 (reciprocal neighbours)."),
+    k2: int = typer.Option(6, "--k2", help="k-reciprocal: k2 (local query expansion; 1 = off)."),
+    lam: float = typer.Option(0.3, "--lambda", help="k-reciprocal: weight of the original "
+                                                    "distance in d* (1 = no re-ranking)."),
+    shortlist: int = typer.Option(100, "--shortlist", help="k-reciprocal: re-rank the top-K."),
+    calibration: str = typer.Option("logistic", "--calibration",
+                                    help="Open-set: score → LR map for Cllr (logistic or "
+                                         "isotonic)."),
 ) -> None:
     """Evaluate embeddings under the forensic or diagnostic protocol and print the table."""
     from radsearch.evaluation import evaluate_diagnostic, evaluate_forensic, result_table
     from radsearch.evaluation.protocols import split_rows
 
+    from radsearch.search.rerank_eval import RerankParams, check_method
+
     if protocol not in ("forensic", "diagnostic", "open-set"):
         raise ConfigError(f"--protocol {protocol!r}: use forensic, diagnostic or open-set.")
+    rerank = check_method(rerank)
+    params = RerankParams(alpha=qe_alpha, qe_n=qe_n, dba_k=dba_k, k1=k1, k2=k2, lam=lam,
+                          shortlist=shortlist)
     arrays, cohort = _inputs(run, embeddings, cohort_path)
-    if protocol == "open-set":  # owned by the search stage (radsearch.cli.search)
-        from radsearch.cli.search import open_set_evaluation
-        return open_set_evaluation(arrays, cohort, json_out, det, rerank)
+    if split is not None and (protocol == "open-set" or rerank != "none"):
+        # re-rank / search inside the evaluated split: the gallery the protocol sees
+        rows = split_rows(cohort, split)
+        arrays, cohort, split = [x[rows] for x in arrays], cohort.subset(rows), None
+    if protocol == "open-set":
+        return _open_set(arrays, cohort, json_out, det, rerank, params, calibration)
     if protocol == "forensic":
         if rerank != "none":
-            if split is not None:  # re-rank inside the evaluated split, the gallery the protocol sees
-                rows = split_rows(cohort, split)
-                arrays, cohort, split = [x[rows] for x in arrays], cohort.subset(rows), None
-            from radsearch.cli.search import rerank_for_evaluation
-            arrays = rerank_for_evaluation(arrays, cohort, rerank)
+            if leave_one_out:
+                raise ConfigError("--rerank with --leave-one-out: re-ranking needs the gallery = "
+                                  "year 0 layout; drop one of them.")
+            from radsearch.search.rerank_eval import rerank_for_evaluation
+            if view is not None:   # the gallery is the view's year-0 images
+                from radsearch.evaluation.protocols import _restrict_view
+                rows = _restrict_view(cohort, view)
+                arrays, cohort, view = [x[rows] for x in arrays], cohort.subset(rows), None
+            arrays = rerank_for_evaluation(arrays, cohort, rerank, params)
         result = evaluate_forensic(arrays if len(arrays) > 1 else arrays[0], cohort,
                                    leave_one_out=leave_one_out, view=view, split=split,
                                    year_bands=[b.strip() for b in bands.split(",") if b.strip()]
@@ -109,6 +133,44 @@ def evaluate_command(
 
         for path in write_tables(result_table(result), table_out):
             console().print(f"wrote {path}")
+
+
+def _open_set(arrays: list, cohort: Cohort, json_out: Path | None, det: Path | None,
+              rerank: str, params, calibration: str) -> None:
+    """`--protocol open-set`: FNIR at FPIR per years apart, cross-validated Cllr, DET PNG."""
+    from radsearch.evaluation.openset import evaluate_open_set, plot_det
+    from radsearch.evaluation.protocols import embedding_matrix
+    from radsearch.search.rerank_eval import open_set_search
+
+    vectors = embedding_matrix(arrays, len(cohort)).numpy()
+    search = None if rerank == "none" else open_set_search(vectors, cohort, rerank, params)
+    result = evaluate_open_set(vectors, cohort, calibration=calibration, search=search)
+    keys = [k for k in result.groups["all"] if k.startswith("FNIR")] + \
+        ["rank1_identification", "Cllr", "n_mated", "n_nonmated"]
+    out = console()
+    out.print(f"open-set identification, gallery N = {result.n_gallery} (first visits), rank 1; "
+              f"re-ranking {rerank}; thresholds set on all non-mated searches; Cllr of the "
+              f"{calibration} calibration, cross-validated by subject", markup=False,
+              highlight=False)
+    out.print("years  " + "  ".join(f"{k:>16}" for k in keys), markup=False, highlight=False)
+    for name, group in result.groups.items():
+        out.print(f"{name:>5}  " + "  ".join(f"{group[k]:>16.3f}" if isinstance(group[k], float)
+                                             else f"{group[k]:>16}" for k in keys),
+                  markup=False, highlight=False)
+    unreliable = [t for t, ok in result.groups["all"]["FPIR_reliable"].items() if not ok]
+    if unreliable:
+        out.print(f"FPIR {', '.join(unreliable)}: fewer than 1/FPIR non-mated searches; the "
+                  "threshold is the largest non-mated score (FNIR is an upper bound)",
+                  markup=False, highlight=False)
+    data = result.to_dict()
+    data["rerank"] = {"method": rerank, **vars(params)} if rerank != "none" else None
+    data["calibration"] = calibration
+    if json_out is not None:
+        write_json(json_out, data)
+        out.print(f"wrote {json_out}", markup=False, highlight=False)
+    if det is not None:
+        plot_det(result, det)
+        out.print(f"wrote {det}", markup=False, highlight=False)
 
 
 def _inputs(run: Path | None, embeddings: list[Path], cohort_path: Path | None

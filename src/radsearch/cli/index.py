@@ -184,6 +184,8 @@ def calibrate_command(
                                               "later visits the probes)."),
     run: Path | None = typer.Option(None, "--run", help="Run folder (default: the index's)."),
     split: str | None = typer.Option(None, "--split", help="Use only this split's rows."),
+    method: str = typer.Option("logistic", "--method", help="Score → LR map: logistic or "
+                                                            "isotonic (PAV, smoothed)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fit open-set thresholds (FPIR 0.1/0.01/0.001) and score → log10 LR; store in the index."""
@@ -199,7 +201,7 @@ def calibrate_command(
         cohort = Cohort.load(manifest)
         if split is not None:
             cohort = cohort.split(split)
-        record = calibrate(index, embedder.embed_cohort(cohort), cohort)
+        record = calibrate(index, embedder.embed_cohort(cohort), cohort, method=method)
         index.set_calibration(record)
     lines = [f"{index_path}: calibrated on {record['n_mated']} mated and {record['n_nonmated']} "
              f"non-mated searches at N = {record['n_gallery']}; Cllr (in-sample) = "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from radsearch.errors import ConfigError
@@ -105,46 +104,3 @@ def search_command(
             print(f"  decision: {result.decision.message}")
         for note in result.notes:
             print(f"  note: {note}")
-
-
-def rerank_for_evaluation(arrays: list, cohort, method: str) -> list:
-    """`radsearch evaluate --rerank`: α-QE / DBA over the forensic layout (gallery = year 0)."""
-    if method in (None, "none"):
-        return arrays
-    from radsearch.evaluation.protocols import years_apart
-    from radsearch.search.rerank import rerank_embeddings
-
-    years = years_apart(cohort)
-    gallery, queries = np.flatnonzero(years == 0), np.flatnonzero(years >= 1)
-    return [rerank_embeddings(a, gallery, queries, method) for a in arrays]
-
-
-def open_set_evaluation(arrays: list, cohort, json_out: Path | None, det: Path | None,
-                        rerank: str = "none") -> None:
-    """`radsearch evaluate --protocol open-set`: FNIR at FPIR per years apart, Cllr, DET PNG."""
-    from radsearch.evaluation.openset import evaluate_open_set, plot_det
-    from radsearch.io import write_json
-
-    if len(arrays) > 1:
-        from radsearch.evaluation.protocols import embedding_matrix
-        arrays = [embedding_matrix(arrays, len(cohort)).numpy()]
-    arrays = rerank_for_evaluation(arrays, cohort, rerank)
-    result = evaluate_open_set(arrays[0], cohort)
-    keys = [k for k in result.groups["all"] if k.startswith("FNIR")] + \
-        ["rank1_identification", "Cllr", "n_mated", "n_nonmated"]
-    print(f"open-set identification, gallery N = {result.n_gallery} (first visits), rank 1; "
-          f"thresholds set on all non-mated searches; Cllr cross-validated by subject")
-    print("years  " + "  ".join(f"{k:>16}" for k in keys))
-    for name, group in result.groups.items():
-        print(f"{name:>5}  " + "  ".join(f"{group[k]:>16.3f}" if isinstance(group[k], float)
-                                         else f"{group[k]:>16}" for k in keys))
-    unreliable = [t for t, ok in result.groups["all"]["FPIR_reliable"].items() if not ok]
-    if unreliable:
-        print(f"FPIR {', '.join(unreliable)}: fewer than 1/FPIR non-mated searches; the "
-              "threshold is the largest non-mated score (FNIR is an upper bound)")
-    if json_out is not None:
-        write_json(json_out, result.to_dict())
-        print(f"wrote {json_out}")
-    if det is not None:
-        plot_det(result, det)
-        print(f"wrote {det}")

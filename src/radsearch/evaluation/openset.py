@@ -16,14 +16,15 @@ gallery) and a *non-mated* search (its identity held out: its images are ignored
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from radsearch.errors import DataError
+from radsearch.errors import ConfigError, DataError
 
 FPIR_TARGETS = (0.1, 0.01, 0.001)
+CALIBRATION_METHODS = ("logistic", "isotonic")
 
 
 @dataclass
@@ -61,6 +62,23 @@ def open_set_scores(queries: np.ndarray, query_subjects: Sequence, gallery: np.n
                                                                              initial=-np.inf)
     mated[~np.isfinite(mated)] = np.nan
     return OpenSetScores(mated, np.nan_to_num(mated, nan=-np.inf) > nonmated, nonmated)
+
+
+def searched_open_set_scores(search: SearchFn, probes: np.ndarray, probe_subjects: np.ndarray,
+                             gallery: np.ndarray, gallery_subjects: np.ndarray) -> OpenSetScores:
+    """Open-set scores from two searches per probe: the whole gallery (mated: the mate's best
+    score, and is it above every non-mate there?) and the gallery without its identity."""
+    mated, rank1, nonmated = (np.full(len(probes), np.nan), np.zeros(len(probes), bool),
+                              np.full(len(probes), np.nan))
+    for i, (row, subject) in enumerate(zip(probes, probe_subjects)):
+        own = gallery_subjects == subject
+        full = search(int(row), np.zeros(len(gallery), bool))
+        if own.any():
+            mated[i] = full[own].max()
+            rank1[i] = mated[i] > full[~own].max(initial=-np.inf)
+        other = search(int(row), own)[~own]
+        nonmated[i] = other.max() if len(other) else np.nan
+    return OpenSetScores(mated, rank1, nonmated)
 
 
 def fpir(nonmated: np.ndarray, threshold: float) -> float:
@@ -126,6 +144,38 @@ class ScoreCalibration:
         return cls(float(data["coef"]), float(data["intercept"]))
 
 
+@dataclass
+class IsotonicCalibration:
+    """log10 LR = log10(p / (1 − p)), p = the PAV posterior (equal priors) interpolated at the
+    score between the fitted points ``x`` (increasing) and clipped outside them."""
+
+    x: np.ndarray
+    p: np.ndarray
+
+    def log10_lr(self, score) -> np.ndarray:
+        p = np.interp(np.asarray(score, dtype=np.float64), self.x, self.p)
+        return np.log10(p) - np.log10(1.0 - p)
+
+    @property
+    def informative(self) -> bool:
+        return bool(self.p[-1] > self.p[0])
+
+    def to_dict(self) -> dict:
+        return {"kind": "isotonic", "x": [float(v) for v in self.x],
+                "p": [float(v) for v in self.p]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IsotonicCalibration:
+        return cls(np.asarray(data["x"], np.float64), np.asarray(data["p"], np.float64))
+
+
+def calibration_from_dict(data: dict) -> ScoreCalibration | IsotonicCalibration:
+    """The stored score → LR map (``kind`` logistic or isotonic)."""
+    if data.get("kind", "logistic") == "isotonic":
+        return IsotonicCalibration.from_dict(data)
+    return ScoreCalibration.from_dict(data)
+
+
 def _training_set(scores: OpenSetScores) -> tuple[np.ndarray, np.ndarray]:
     m = scores.has_mate
     nm = np.isfinite(scores.nonmated)
@@ -138,11 +188,17 @@ def _training_set(scores: OpenSetScores) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def fit_calibration(scores: OpenSetScores) -> ScoreCalibration:
-    """Logistic regression of mated (1) vs non-mated (0) top scores, equal priors."""
+def fit_calibration(scores: OpenSetScores, method: str = "logistic"
+                    ) -> ScoreCalibration | IsotonicCalibration:
+    """Logistic regression (or isotonic, PAV) of mated (1) vs non-mated (0) top scores, equal
+    priors."""
     from sklearn.linear_model import LogisticRegression
 
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"calibration method {method!r}: use logistic or isotonic.")
     x, y = _training_set(scores)
+    if method == "isotonic":
+        return fit_isotonic(x, y)
     model = LogisticRegression(class_weight="balanced", C=1e6, max_iter=1000)
     model.fit(x[:, None], y)
     coef = float(model.coef_[0, 0])
@@ -151,6 +207,21 @@ def fit_calibration(scores: OpenSetScores) -> ScoreCalibration:
         # evidence, so every score gets LR = 1 (log10 LR 0) rather than a reversed, misleading one
         return ScoreCalibration(0.0, 0.0)
     return ScoreCalibration(coef, float(model.intercept_[0]))
+
+
+def fit_isotonic(x: np.ndarray, y: np.ndarray) -> IsotonicCalibration:
+    """PAV fit with balanced class weights plus one pseudo observation of each class at the far
+    end (a mated one at the lowest score, a non-mated one at the highest)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    n_mated, n_non = int(y.sum()) + 1, int((1 - y).sum()) + 1
+    x = np.concatenate([x, [x.min(), x.max()]])
+    y = np.concatenate([y, [1.0, 0.0]])
+    weights = np.where(y == 1, 1.0 / n_mated, 1.0 / n_non)
+    model = IsotonicRegression(increasing=True, out_of_bounds="clip")
+    model.fit(x, y, sample_weight=weights)
+    return IsotonicCalibration(np.asarray(model.X_thresholds_, np.float64),
+                               np.asarray(model.y_thresholds_, np.float64))
 
 
 @dataclass
@@ -167,7 +238,7 @@ class OpenSetSummary:
 
 
 def summarise(scores: OpenSetScores, n_gallery: int, targets: Sequence[float] = FPIR_TARGETS,
-              calibration: ScoreCalibration | None = None,
+              calibration: ScoreCalibration | IsotonicCalibration | None = None,
               thresholds: Sequence[float] | None = None) -> OpenSetSummary:
     """FNIR at each target FPIR (or at given thresholds), and Cllr under ``calibration``."""
     nm = scores.nonmated[np.isfinite(scores.nonmated)]
@@ -202,8 +273,8 @@ class OpenSetResult:
                 "fpir_targets": list(self.targets), "rank": 1, "groups": self.groups}
 
 
-def cross_validated_lr(scores: OpenSetScores, groups: np.ndarray, folds: int = 5
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def cross_validated_lr(scores: OpenSetScores, groups: np.ndarray, folds: int = 5,
+                       method: str = "logistic") -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold log10 LRs of every mated and non-mated score (folds by subject)."""
     mated_lr = np.full(len(groups), np.nan)
     non_lr = np.full(len(groups), np.nan)
@@ -212,16 +283,25 @@ def cross_validated_lr(scores: OpenSetScores, groups: np.ndarray, folds: int = 5
     fold = np.array([fold_of[g] for g in groups])
     for f in range(min(folds, len(unique))):
         test = fold == f
-        model = fit_calibration(scores.subset(np.flatnonzero(~test)))
+        model = fit_calibration(scores.subset(np.flatnonzero(~test)), method)
         mated_lr[test] = model.log10_lr(scores.mated[test])
         non_lr[test] = model.log10_lr(scores.nonmated[test])
     return mated_lr, non_lr
 
 
+SearchFn = Callable[[int, np.ndarray], np.ndarray]
+
+
 def evaluate_open_set(embeddings, cohort, targets: Sequence[float] = FPIR_TARGETS,
-                      folds: int = 5) -> OpenSetResult:
+                      folds: int = 5, calibration: str = "logistic",
+                      search: SearchFn | None = None) -> OpenSetResult:
     """Open-set identification on a cohort with the forensic layout: gallery = first visits
-    (0 years apart), probes = later visits, each probe searched mated and non-mated."""
+    (0 years apart), probes = later visits, each probe searched mated and non-mated.
+
+    ``search(cohort_row, exclude)`` → scores of every gallery image (−inf where ``exclude``, a
+    mask over the gallery, holds) replaces plain cosine, e.g. a re-ranked search: the non-mated
+    search then runs on the gallery without the probe's identity, not on the mated one's scores.
+    """
     from radsearch.evaluation.protocols import embedding_matrix, years_apart
 
     vectors = embedding_matrix(embeddings, len(cohort)).numpy()
@@ -231,11 +311,15 @@ def evaluate_open_set(embeddings, cohort, targets: Sequence[float] = FPIR_TARGET
         raise DataError(f"{cohort.source}: no probes (images ≥ 1 year after the subject's "
                         "first one).")
     subjects = cohort.table["subject"].to_numpy().astype(str)
-    scores = open_set_scores(vectors[probes], subjects[probes], vectors[gallery],
-                             subjects[gallery])
+    if search is None:
+        scores = open_set_scores(vectors[probes], subjects[probes], vectors[gallery],
+                                 subjects[gallery])
+    else:
+        scores = searched_open_set_scores(search, probes, subjects[probes], gallery,
+                                          subjects[gallery])
     nm = scores.nonmated[np.isfinite(scores.nonmated)]
     thresholds = [threshold_at_fpir(nm, t) for t in targets]
-    mated_lr, non_lr = cross_validated_lr(scores, subjects[probes], folds)
+    mated_lr, non_lr = cross_validated_lr(scores, subjects[probes], folds, calibration)
     probe_years = years[probes]
     out: dict[str, dict] = {}
     for name, rows in [*((str(int(y)), probe_years == y) for y in np.unique(probe_years)),

@@ -16,7 +16,8 @@ import numpy as np
 from radsearch.cohort import Cohort
 from radsearch.errors import ConfigError, DataError
 from radsearch.evaluation.openset import (FPIR_TARGETS, OpenSetScores, ScoreCalibration,
-                                          fit_calibration, open_set_scores, summarise)
+                                          calibration_from_dict, fit_calibration,
+                                          open_set_scores, summarise)
 from radsearch.evaluation.protocols import years_apart
 from radsearch.index.base import VectorIndex, now
 from radsearch.index.filters import Filter
@@ -75,13 +76,17 @@ def calibration_scores(index: VectorIndex, vectors: np.ndarray, cohort: Cohort
 
 
 def calibrate(index: VectorIndex, vectors: np.ndarray, cohort: Cohort,
-              targets=FPIR_TARGETS) -> dict:
-    """Fit and return the calibration record (``index.set_calibration`` stores it)."""
+              targets=FPIR_TARGETS, method: str = "logistic") -> dict:
+    """Fit and return the calibration record (``index.set_calibration`` stores it).
+
+    ``method``: logistic (default) or isotonic (see :mod:`radsearch.evaluation.openset`).
+    """
     scores, n_gallery = calibration_scores(index, vectors, cohort)
-    model = fit_calibration(scores)
+    model = fit_calibration(scores, method)
     summary = summarise(scores, n_gallery, targets, calibration=model)
     warning = None
-    if model.coef <= 0:
+    informative = model.coef > 0 if isinstance(model, ScoreCalibration) else model.informative
+    if not informative:
         warning = ("mated top scores are not higher than non-mated ones: the model's scores carry "
                    "no evidence of identity here (LR <= 1 for high scores); train longer")
     return {"created": now(), "source": cohort.source, "rank": 1, "model": model.to_dict(),
@@ -91,7 +96,7 @@ def calibrate(index: VectorIndex, vectors: np.ndarray, cohort: Cohort,
 def log10_lr(calibration: dict | None, scores) -> np.ndarray | None:
     if not calibration:
         return None
-    return ScoreCalibration.from_dict(calibration["model"]).log10_lr(scores)
+    return calibration_from_dict(calibration["model"]).log10_lr(scores)
 
 
 def operating_point(calibration: dict, target_fpir: float) -> dict:

@@ -4,12 +4,10 @@
   the top-n candidates, then the shortlist is re-scored with q'.
 * ``dba`` — database-side augmentation: each shortlisted item is replaced by the same weighted mean
   of itself and its n nearest gallery neighbours (from the kNN graph built at index time).
-* ``k-reciprocal`` — k-reciprocal encoding (Zhong et al., CVPR 2017) restricted to the shortlist:
-  the query's k-reciprocal set is its top-k1 candidates g that would also rank the query within g's
-  own top-k1 (g's k1-th neighbour score comes from the precomputed graph); each candidate's set is
-  its reciprocal neighbours in the graph. Sets become Gaussian-weighted vectors exp(−d) over item
-  ids, and the final distance is (1 − λ)·Jaccard + λ·d with d = 2 − 2·cosine. The local query
-  expansion (k2) of the paper is left out. Scores returned are −distance (higher is better).
+* ``k-reciprocal`` — k-reciprocal encoding with Jaccard distance and local query expansion
+  (Zhong et al., CVPR 2017; :mod:`radsearch.search.kreciprocal`) over the shortlist, with the
+  gallery items' neighbours read from the kNN graph built at index time. Scores returned are
+  −d* (higher is better); exact for the shortlist when the graph holds at least k1 neighbours.
 """
 
 from __future__ import annotations
@@ -17,21 +15,22 @@ from __future__ import annotations
 import numpy as np
 
 from radsearch.errors import ConfigError
+from radsearch.search.kreciprocal import K1, K2, LAMBDA, GalleryGraph, k_reciprocal_distances
 
 SHORTLIST = 100
 QE_N, QE_ALPHA = 5, 3.0
 DBA_N = 3
-K1, LAMBDA = 20, 0.3
 
 
-def rerank(index, queries: np.ndarray, ids: np.ndarray, scores: np.ndarray, method: str
-           ) -> tuple[np.ndarray, np.ndarray]:
+def rerank(index, queries: np.ndarray, ids: np.ndarray, scores: np.ndarray, method: str,
+           k1: int = K1, k2: int = K2, lam: float = LAMBDA) -> tuple[np.ndarray, np.ndarray]:
     """Re-order each row of (ids, scores), the index's shortlist for ``queries``."""
     out_ids, out_scores = ids.copy(), scores.copy()
     if method in ("dba", "k-reciprocal") and index.graph is None:
         raise ConfigError(f"{index.path}: no kNN graph for --rerank {method}; run `radsearch "
                           "index graph INDEX` (or build with --graph) first.")
     graph = _graph_lookup(index) if index.graph is not None else None
+    knn = _gallery_graph(index, ids) if method == "k-reciprocal" else None
     for row in range(len(ids)):
         valid = ids[row] >= 0
         cand = ids[row][valid]
@@ -44,7 +43,8 @@ def rerank(index, queries: np.ndarray, ids: np.ndarray, scores: np.ndarray, meth
         elif method == "dba":
             new = _dba_scores(index, q, cand, vectors, graph)
         else:
-            new = _k_reciprocal(q, cand, scores[row][valid], graph)
+            rows = knn.row_of(cand)
+            new = -k_reciprocal_distances(q, rows, scores[row][valid], knn, rows, k1, k2, lam)[0]
         order = np.argsort(-new, kind="stable")
         out_ids[row, :len(cand)] = cand[order]
         out_scores[row, :len(cand)] = new[order]
@@ -79,40 +79,34 @@ def _dba_scores(index, q, cand, vectors, graph, n=DBA_N):
     return augmented @ q
 
 
-def _k_reciprocal(q, cand, scores, graph, k1=K1, lam=LAMBDA):
-    dist_q = 2.0 - 2.0 * scores
-    # the query's k-reciprocal set: top-k1 candidates that would rank q within their own top-k1
-    v_q: dict[int, float] = {}
-    for item, s, d in zip(cand[:k1], scores[:k1], dist_q[:k1]):
-        r = graph["row"].get(int(item))
-        kth = graph["scores"][r][min(k1, graph["scores"].shape[1]) - 1] if r is not None else np.inf
-        if s >= kth:
-            v_q[int(item)] = float(np.exp(-d))
-    out = np.empty(len(cand))
-    for j, item in enumerate(cand):
-        v_g = _graph_set(int(item), graph, k1)
-        keys = set(v_q) | set(v_g)
-        num = sum(min(v_q.get(x, 0.0), v_g.get(x, 0.0)) for x in keys)
-        den = sum(max(v_q.get(x, 0.0), v_g.get(x, 0.0)) for x in keys)
-        jaccard = 1.0 - num / den if den > 0 else 1.0
-        out[j] = -((1 - lam) * jaccard + lam * dist_q[j])
-    return out
+class _IndexGraph(GalleryGraph):
+    """The index's kNN graph as :class:`GalleryGraph` rows; shortlisted items added after the
+    graph was built get rows without neighbours."""
+
+    def __init__(self, index, extra_ids: np.ndarray):
+        import pandas as pd
+
+        g = index.graph
+        ids = np.concatenate([g["ids"], extra_ids]).astype(np.int64)
+        self._rows = pd.Index(ids)
+        pad = np.full((len(extra_ids), g["neighbours"].shape[1]), -1, np.int64)
+        nbr = self._rows.get_indexer(np.concatenate([g["neighbours"], pad]).ravel())
+        sims = np.concatenate([g["scores"], np.full(pad.shape, -np.inf, g["scores"].dtype)])
+        super().__init__(nbr.reshape(len(ids), -1), sims,
+                         lambda rows: index.get_vectors(ids[np.asarray(rows)]))
+
+    def row_of(self, item_ids: np.ndarray) -> np.ndarray:
+        return self._rows.get_indexer(np.asarray(item_ids, np.int64))
 
 
-def _graph_set(item: int, graph: dict, k1: int) -> dict[int, float]:
-    r = graph["row"].get(item)
-    out = {item: 1.0}
-    if r is None:
-        return out
-    for nbr, s in zip(graph["neighbours"][r][:k1], graph["scores"][r][:k1]):
-        rn = graph["row"].get(int(nbr))
-        if nbr >= 0 and rn is not None and item in graph["neighbours"][rn][:k1]:
-            out[int(nbr)] = float(np.exp(-(2.0 - 2.0 * s)))
-    return out
+def _gallery_graph(index, ids: np.ndarray) -> _IndexGraph:
+    shortlisted = np.unique(ids[ids >= 0])
+    extra = shortlisted[~np.isin(shortlisted, index.graph["ids"])]
+    return _IndexGraph(index, extra)
 
 
 def rerank_embeddings(embeddings: np.ndarray, gallery: np.ndarray, queries: np.ndarray,
-                      method: str, n: int | None = None) -> np.ndarray:
+                      method: str, n: int | None = None, alpha: float = QE_ALPHA) -> np.ndarray:
     """α-QE / DBA as embedding transforms for offline evaluation (whole gallery, not a shortlist).
 
     ``qe`` replaces each query row by norm(q + Σ_{i≤n} s_iᵅ g_i) over its top-n gallery rows;
@@ -122,8 +116,7 @@ def rerank_embeddings(embeddings: np.ndarray, gallery: np.ndarray, queries: np.n
     if method in (None, "none"):
         return embeddings
     if method not in ("qe", "dba"):
-        raise ConfigError(f"--rerank {method!r} for evaluation: use none, qe or dba "
-                          "(k-reciprocal needs an index: `radsearch search --rerank`).")
+        raise ConfigError(f"re-ranking by embedding transform: {method!r} is not qe or dba.")
     x = np.asarray(embeddings, dtype=np.float32)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     out = x.copy()
@@ -136,6 +129,6 @@ def rerank_embeddings(embeddings: np.ndarray, gallery: np.ndarray, queries: np.n
         if method == "dba":   # a gallery image is not its own neighbour
             sims[np.arange(len(part)), start + np.arange(len(part))] = -np.inf
         top = np.argsort(-sims, axis=1)[:, :n]
-        weights = np.clip(np.take_along_axis(sims, top, axis=1), 0, None) ** QE_ALPHA
+        weights = np.clip(np.take_along_axis(sims, top, axis=1), 0, None) ** alpha
         out[part] = x[part] + np.einsum("qn,qnd->qd", weights, g[top])
     return out / np.linalg.norm(out, axis=1, keepdims=True)
