@@ -63,7 +63,16 @@ def test_search_calibrate_and_no_match(cli_index, capsys):
     if not expected:
         assert result["decision"]["message"].startswith("no candidate above T")
     assert f"N = {info['n_gallery']}" in result["decision"]["message"]
-    lr = info["model"]
+    model = info["model"]                     # the default map: isotonic (PAV), stored points
+    assert model["kind"] == "isotonic"
+    p = np.interp(result["hits"][0]["score"], model["x"], model["p"])
+    assert result["hits"][0]["log10_lr"] == pytest.approx(np.log10(p / (1 - p)), rel=1e-6)
+    assert main(["index", "calibrate", str(out), str(out.parent / "held_out.csv"),
+                 "--method", "logistic"]) == 0
+    lr = json.loads((out / "header.json").read_text())["calibration"]["model"]
+    capsys.readouterr()
+    assert main(["search", str(out), stranger, "--json", "--fpir", "0.1"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
     want = (lr["coef"] * result["hits"][0]["score"] + lr["intercept"]) / np.log(10)
     assert result["hits"][0]["log10_lr"] == pytest.approx(want, rel=1e-6)
 

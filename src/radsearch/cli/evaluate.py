@@ -72,9 +72,9 @@ def evaluate_command(
     lam: float = typer.Option(0.3, "--lambda", help="k-reciprocal: weight of the original "
                                                     "distance in d* (1 = no re-ranking)."),
     shortlist: int = typer.Option(100, "--shortlist", help="k-reciprocal: re-rank the top-K."),
-    calibration: str = typer.Option("logistic", "--calibration",
-                                    help="Open-set: score → LR map for Cllr (logistic or "
-                                         "isotonic)."),
+    calibration: str = typer.Option("isotonic", "--calibration",
+                                    help="Open-set: score → LR map for Cllr (isotonic or "
+                                         "logistic)."),
 ) -> None:
     """Evaluate embeddings under the forensic or diagnostic protocol and print the table."""
     from radsearch.evaluation import evaluate_diagnostic, evaluate_forensic, result_table

@@ -184,8 +184,8 @@ def calibrate_command(
                                               "later visits the probes)."),
     run: Path | None = typer.Option(None, "--run", help="Run folder (default: the index's)."),
     split: str | None = typer.Option(None, "--split", help="Use only this split's rows."),
-    method: str = typer.Option("logistic", "--method", help="Score → LR map: logistic or "
-                                                            "isotonic (PAV, smoothed)."),
+    method: str = typer.Option("isotonic", "--method", help="Score → LR map: isotonic (PAV, "
+                                                            "smoothed) or logistic."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fit open-set thresholds (FPIR 0.1/0.01/0.001) and score → log10 LR; store in the index."""

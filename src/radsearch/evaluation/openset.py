@@ -293,7 +293,7 @@ SearchFn = Callable[[int, np.ndarray], np.ndarray]
 
 
 def evaluate_open_set(embeddings, cohort, targets: Sequence[float] = FPIR_TARGETS,
-                      folds: int = 5, calibration: str = "logistic",
+                      folds: int = 5, calibration: str = "isotonic",
                       search: SearchFn | None = None) -> OpenSetResult:
     """Open-set identification on a cohort with the forensic layout: gallery = first visits
     (0 years apart), probes = later visits, each probe searched mated and non-mated.

@@ -76,10 +76,11 @@ def calibration_scores(index: VectorIndex, vectors: np.ndarray, cohort: Cohort
 
 
 def calibrate(index: VectorIndex, vectors: np.ndarray, cohort: Cohort,
-              targets=FPIR_TARGETS, method: str = "logistic") -> dict:
+              targets=FPIR_TARGETS, method: str = "isotonic") -> dict:
     """Fit and return the calibration record (``index.set_calibration`` stores it).
 
-    ``method``: logistic (default) or isotonic (see :mod:`radsearch.evaluation.openset`).
+    ``method``: isotonic (default; lower cross-validated Cllr than logistic on the demo and an
+    unseen cohort, docs/search.md) or logistic (see :mod:`radsearch.evaluation.openset`).
     """
     scores, n_gallery = calibration_scores(index, vectors, cohort)
     model = fit_calibration(scores, method)
