@@ -24,7 +24,7 @@ GRID = {
     "k-reciprocal": [{"--k1": k1, "--k2": k2, "--lambda": lam} for k1, k2, lam in
                      itertools.product((3, 5, 10, 20), (1, 3), (0.3, 0.6))],
 }
-GROUP_METRICS = ("mAP", "CMC@1")
+GROUP_METRICS = ("mAP", "CMC@1", "CMC@1_first")
 OPEN_METRICS = ("FNIR@FPIR=0.1", "FNIR@FPIR=0.01")
 
 
@@ -44,13 +44,16 @@ def flags(setting: dict) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--embeddings", required=True)
-    ap.add_argument("--cohort", required=True)
+    ap.add_argument("--embeddings")
+    ap.add_argument("--cohort")
+    ap.add_argument("--markdown", default=None, help="only print the tables of a study.json")
     ap.add_argument("--tune", default=None, help="split to choose the settings on")
     ap.add_argument("--report", default=None, help="split to report (default: every row)")
     ap.add_argument("--chosen", default=None, help="chosen.json of an earlier study (no tuning)")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     a = ap.parse_args()
+    if a.markdown:
+        return print(markdown(json.loads(Path(a.markdown).read_text())))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     base = ["--embeddings", a.embeddings, "--cohort", a.cohort]
@@ -84,7 +87,7 @@ def markdown(table: dict) -> str:
     head = "| method (setting) | " + " | ".join(
         "All" if g == "all" else f"{g} y" for g in groups) + " |"
     rule = "|---" * (len(groups) + 1) + "|"
-    lines = ["mAP / CMC@1 (forensic), percent:", "", head, rule]
+    lines = ["mAP / CMC@1 / CMC@1_first (forensic), percent:", "", head, rule]
     for method, row in table.items():
         name = f"{method} ({', '.join(f'{k} {v}' for k, v in row['setting'].items()) or '—'})"
         lines.append(f"| {name} | " + " | ".join(
