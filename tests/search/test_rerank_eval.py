@@ -93,3 +93,15 @@ def test_gallery_search_none_is_cosine(cohort_and_vectors):
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     search = GallerySearch(unit[:20], "none")
     np.testing.assert_allclose(search.scores(unit[25]), unit[:20] @ unit[25], atol=1e-6)
+
+
+@pytest.mark.parametrize("flag,value", [("--k1", "0"), ("--lambda", "1.5"), ("--qe-n", "0")])
+def test_cli_refuses_bad_parameters_in_one_line(cohort_and_vectors, tmp_path, flag, value,
+                                                capsys):
+    cohort, x = cohort_and_vectors
+    np.save(tmp_path / "e.npy", x)
+    cohort.save(tmp_path / "m.csv")
+    assert main(["evaluate", "--embeddings", str(tmp_path / "e.npy"), "--cohort",
+                 str(tmp_path / "m.csv"), "--rerank", "qe", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert flag in err and len(err.splitlines()) == 1

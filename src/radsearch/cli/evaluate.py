@@ -79,12 +79,14 @@ def evaluate_command(
     """Evaluate embeddings under the forensic or diagnostic protocol and print the table."""
     from radsearch.evaluation import evaluate_diagnostic, evaluate_forensic, result_table
     from radsearch.evaluation.protocols import split_rows
-
     from radsearch.search.rerank_eval import RerankParams, check_method
 
     if protocol not in ("forensic", "diagnostic", "open-set"):
         raise ConfigError(f"--protocol {protocol!r}: use forensic, diagnostic or open-set.")
     rerank = check_method(rerank)
+    if protocol == "diagnostic" and rerank != "none":
+        raise ConfigError("--rerank is for the forensic and open-set protocols; drop it for "
+                          "--protocol diagnostic.")
     params = RerankParams(alpha=qe_alpha, qe_n=qe_n, dba_k=dba_k, k1=k1, k2=k2, lam=lam,
                           shortlist=shortlist)
     arrays, cohort = _inputs(run, embeddings, cohort_path)

@@ -40,6 +40,16 @@ class RerankParams:
     lam: float = LAMBDA
     shortlist: int = SHORTLIST
 
+    def __post_init__(self):
+        for name in ("qe_n", "dba_k", "k1", "k2", "shortlist"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be "
+                                  "at least 1.")
+        if not 0.0 <= self.lam <= 1.0:
+            raise ConfigError(f"--lambda {self.lam}: must lie between 0 and 1.")
+        if self.alpha < 0:
+            raise ConfigError(f"--qe-alpha {self.alpha}: must be 0 or more.")
+
 
 def check_method(method: str) -> str:
     method = "k-reciprocal" if method == "kreciprocal" else method
