@@ -103,10 +103,16 @@ class _Query:
             self._memo[key] = out
         return self._memo[key]
 
+    def _nearest_set(self, x: int, k: int) -> set[int]:
+        key = ("Nset", x, k)
+        if key not in self._memo:
+            self._memo[key] = set(self.nearest(x, k))
+        return self._memo[key]
+
     def reciprocal(self, x: int, k: int) -> list[int]:
         key = ("R", x, k)
         if key not in self._memo:
-            self._memo[key] = [y for y in self.nearest(x, k) if x in self.nearest(y, k)]
+            self._memo[key] = [y for y in self.nearest(x, k) if x in self._nearest_set(y, k)]
         return self._memo[key]
 
     def expanded(self, x: int) -> list[int]:
@@ -124,8 +130,23 @@ class _Query:
     def encoding(self, x: int) -> dict[int, float]:
         key = ("V", x)
         if key not in self._memo:
-            self._memo[key] = {y: float(np.exp(-self.dist(x, y))) for y in self.expanded(x)}
+            members = self.expanded(x)
+            self._memo[key] = dict(zip(members, np.exp(-self.distances(x, members)).tolist()))
         return self._memo[key]
+
+    def distances(self, x: int, ys: list[int]) -> np.ndarray:
+        """d(x, y) for every y (one matrix product for the gallery pairs)."""
+        out = np.empty(len(ys))
+        batch = []
+        for i, y in enumerate(ys):
+            if x == QUERY or y in (x, QUERY):
+                out[i] = self.dist(x, y)
+            else:
+                batch.append(i)
+        if batch:
+            vecs = np.stack([self._vector(ys[i]) for i in batch])
+            out[batch] = 2.0 - 2.0 * (vecs @ self._vector(x))
+        return out
 
     def expanded_encoding(self, x: int) -> dict[int, float]:
         """V_x after local query expansion over x's k2 nearest (x included)."""
