@@ -105,3 +105,19 @@ def test_cli_refuses_bad_parameters_in_one_line(cohort_and_vectors, tmp_path, fl
                  str(tmp_path / "m.csv"), "--rerank", "qe", flag, value]) == 2
     err = capsys.readouterr().err.strip()
     assert flag in err and len(err.splitlines()) == 1
+
+
+def test_view_restricts_the_re_ranked_gallery(cohort_and_vectors, tmp_path):
+    cohort, x = cohort_and_vectors
+    table = cohort.table.copy()
+    table["view"] = np.where(np.arange(len(table)) % 8 < 4, "PA", "AP")   # half the people PA
+    Cohort(table).save(tmp_path / "m.csv")
+    np.save(tmp_path / "e.npy", x)
+    args = ["evaluate", "--embeddings", str(tmp_path / "e.npy"), "--cohort",
+            str(tmp_path / "m.csv"), "--view", "PA", "--json"]
+    assert main([*args, str(tmp_path / "plain.json")]) == 0
+    assert main([*args, str(tmp_path / "kr.json"), "--rerank", "k-reciprocal", "--lambda",
+                 "1"]) == 0
+    plain, kr = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "kr"))
+    assert kr["n_gallery"] == plain["n_gallery"] == 15
+    assert kr["groups"]["all"]["mAP"] == pytest.approx(plain["groups"]["all"]["mAP"])
