@@ -67,8 +67,8 @@ def evaluate_command(
     qe_alpha: float = typer.Option(3.0, "--qe-alpha", help="QE/DBA: weight = score^alpha."),
     qe_n: int = typer.Option(5, "--qe-n", help="QE: expand with the top-n gallery items."),
     dba_k: int = typer.Option(3, "--dba-k", help="DBA: augment with the k nearest neighbours."),
-    k1: int = typer.Option(20, "--k1", help="k-reciprocal: k1 (reciprocal neighbours)."),
-    k2: int = typer.Option(6, "--k2", help="k-reciprocal: k2 (local query expansion; 1 = off)."),
+    k1: int = typer.Option(3, "--k1", help="k-reciprocal: k1 (reciprocal neighbours)."),
+    k2: int = typer.Option(3, "--k2", help="k-reciprocal: k2 (local query expansion; 1 = off)."),
     lam: float = typer.Option(0.3, "--lambda", help="k-reciprocal: weight of the original "
                                                     "distance in d* (1 = no re-ranking)."),
     shortlist: int = typer.Option(100, "--shortlist", help="k-reciprocal: re-rank the top-K."),

@@ -30,7 +30,7 @@ OFFSET = 10.0
 
 @dataclass
 class RerankParams:
-    """The swept parameters (defaults: QE/DBA as in `radsearch search`, k-reciprocal the paper's)."""
+    """The swept parameters (defaults: those of `radsearch search`)."""
 
     alpha: float = QE_ALPHA
     qe_n: int = QE_N
