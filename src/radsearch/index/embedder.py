@@ -114,6 +114,7 @@ class MMDLEmbedder(Embedder):
     """
 
     space: str = "common"
+    cohort: Cohort | None = None      # the training manifest (its splits, labels and reports)
 
     @property
     def dim(self) -> int:
@@ -219,11 +220,12 @@ def load_mmdl_embedder(run_dir: str | os.PathLike, checkpoint: str = "best", dev
     if checkpoint not in ("best", "last"):
         raise ConfigError(f"--checkpoint {checkpoint}: an MMDL run has one checkpoint "
                           f"({run / 'model.pt'}); leave --checkpoint at best.")
-    model, config, _ = load_mmdl_run(run, Cohort.load(_training_manifest(run)))
+    model, config, cohort = load_mmdl_run(run, Cohort.load(_training_manifest(run)))
     dev = resolve_device(device)
     model = model.to(dev).eval()
     space = "features" if config.loss.kind == "classifier" else "common"
-    embedder = MMDLEmbedder(run, model, None, config, {}, dev, batch_size, space=space)
+    embedder = MMDLEmbedder(run, model, None, config, {}, dev, batch_size, space=space,
+                            cohort=cohort)
     text = model.text_encoder.describe() if embedder.has_text else None
     embedder.fingerprint = {
         "checkpoint_sha256": file_sha256(run / "model.pt"),
