@@ -153,3 +153,43 @@ def test_text_precision_through_the_index_equals_the_trainers(text_index, capsys
     for k in (1, 5, 10):
         assert both["index"][f"P@{k}"] == pytest.approx(both["reference"][f"P@{k}"], abs=1e-12)
         assert both["index"][f"P@{k}"] == pytest.approx(saved[f"P@{k}"], abs=1e-12)
+
+
+def test_text_precision_by_hand_with_a_tie(tmp_path):
+    """Four archived images on the unit circle, two report queries; P@k counted by hand, a tie
+    crossing k counted pessimistically (as radsearch.evaluation ranks), chance = share relevant."""
+    import pandas as pd
+
+    from radsearch.index import create_index
+    from radsearch.search import Searcher
+    from radsearch.search.text_eval import text_search_precision
+
+    a = np.deg2rad([0.0, 60.0, 60.0, 150.0])          # items 1 and 2 tie for any query
+    vectors = np.stack([np.cos(a), np.sin(a)], axis=1).astype(np.float32)
+    labels = ["Edema", "Pneumonia", "Edema", "Pneumonia"]
+    with create_index(tmp_path / "i", 2) as index:
+        index.add(vectors, [{"image": f"img{i}.png", "subject": f"S{i}", "labels": labels[i]}
+                            for i in range(4)])
+
+    class Text:                       # report branch stand-in: each report has a fixed vector
+        has_text = True
+
+        def embed_text(self, texts):
+            return np.array([[1.0, 0.0] if t == "edema" else [0.0, 1.0] for t in texts],
+                            np.float32)
+
+    searcher = Searcher(tmp_path / "i")
+    searcher.embedder = Text()
+    cohort = Cohort(pd.DataFrame({"image": ["q0.png", "q1.png"], "subject": ["Q0", "Q1"],
+                                  "time": [0.0, 0.0], "split": ["test", "test"],
+                                  "labels": ["Edema", "Pneumonia"],
+                                  "report": ["edema", "pneumonia"]}))
+    got = text_search_precision(searcher, cohort, ks=(1, 2, 3))
+    # "edema" (0°): item 0 (Edema), then the tie {1 Pneumonia, 2 Edema} at ranks 2-3, then item 3.
+    #   P@1 = 1, P@2 = 1/2 (the tie ends at rank 3), P@3 = 2/3.
+    # "pneumonia" (90°): the tie {1, 2} at ranks 1-2, then 3 (Pneumonia, cos 60°), then 0.
+    #   P@1 = 0 (the tie ends at rank 2), P@2 = 1/2, P@3 = 2/3.
+    assert got["P@1"] == pytest.approx((1 + 0) / 2)
+    assert got["P@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert got["P@3"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert got["chance"] == pytest.approx(0.5) and got["n_queries"] == 2

@@ -180,6 +180,11 @@ def text_eval_command(
                           ("reference (training.mmdl.text_to_image_precision)", reference)):
         cells = "  ".join(f"P@{k} {figures[f'P@{k}']:.4f}" for k in k_values)
         print(f"  {cells}  n_queries {figures['n_queries']}  {name}")
+    print(f"  chance (random order): {through_index['chance']:.4f}")
+    if through_index["n_near_ties"]:
+        print(f"  note: {through_index['n_near_ties']} queries have candidates within float32 "
+              "rounding of each other at a cut-off k; there faiss and torch may order them "
+              "differently")
 
 
 def rerank_for_evaluation(arrays: list, cohort, method: str) -> list:

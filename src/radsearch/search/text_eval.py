@@ -5,6 +5,11 @@ One query per study of the query split that has a report (its first row, as
 is whatever the index holds (normally the training images), and a returned image is relevant when
 it shares a CheXpert label with the query study. P@k = relevant among the top k / k, averaged over
 the queries that have at least one relevant image in the index (those without are counted apart).
+Tied scores count as in :mod:`radsearch.evaluation` (an item's rank is the end of its tie block), so
+a tie crossing k is not decided by the order the index happens to return. ``chance`` is the P@k of
+a random order (the share of the index relevant to a query, averaged); ``n_near_ties`` counts the
+queries whose k-th and (k+1)-th scores differ by less than float32 rounding — where the index
+(faiss) and an in-memory matrix product (torch) may order two candidates differently.
 Going through ``Searcher`` (report branch → index search) checks the path a user's text query takes.
 """
 
@@ -16,6 +21,9 @@ import numpy as np
 
 from radsearch.cohort import Cohort
 from radsearch.errors import DataError
+
+TIE_MARGIN = 32
+NEAR_TIE = 1e-6   # score gaps this small reorder with float32 summation order (faiss vs torch)
 
 
 def report_queries(cohort: Cohort, split: str = "test") -> np.ndarray:
@@ -50,16 +58,26 @@ def text_search_precision(searcher, cohort: Cohort, ks: Sequence[int] = (1, 5, 1
     present = set().union(*index_labels) if index_labels else set()
     texts = cohort.table["report"].astype(str).to_numpy()[rows].tolist()
     vectors = searcher.embed_text(texts)
-    results = searcher.search_vectors(vectors, min(ks[-1], len(searcher.index)),
-                                      calibrated=False)
-    hits = {k: [] for k in ks}
+    # a few candidates past k_max: a tie block that crosses k is seen whole
+    fetch = min(ks[-1] + TIE_MARGIN, len(searcher.index))
+    results = searcher.search_vectors(vectors, fetch, calibrated=False)
+    hits: dict[int, list[float]] = {k: [] for k in ks}
+    chance, near_ties = [], 0
     for labels, result in zip(query_labels, results):
         if not labels & present:
             continue            # no relevant image in the index: P@k undefined, skipped
         relevant = np.array([bool(set(h.labels) & labels) for h in result.hits], bool)
+        scores = np.array([h.score for h in result.hits])
+        # rank of each candidate at the end of its tie block, as radsearch.evaluation ranks
+        ends = (scores[None, :] >= scores[:, None]).sum(axis=1)
         for k in ks:
-            hits[k].append(relevant[:k].sum() / k)
+            hits[k].append(float((relevant & (ends <= k)).sum()) / k)
+        gaps = [scores[k - 1] - scores[k] for k in ks if k < len(scores)]
+        near_ties += bool(gaps and min(gaps) < NEAR_TIE)
+        chance.append(np.mean([bool(x & labels) for x in index_labels]))
     n = len(hits[ks[0]])
-    out: dict[str, float] = {"n_queries": n, "n_skipped": int(len(rows) - n)}
+    out: dict[str, float] = {"n_queries": n, "n_skipped": int(len(rows) - n),
+                             "chance": float(np.mean(chance)) if n else float("nan"),
+                             "n_near_ties": int(near_ties)}
     out.update({f"P@{k}": float(np.mean(hits[k])) if n else float("nan") for k in ks})
     return out
