@@ -28,7 +28,7 @@ QUERY = "small left pleural effusion"
 @pytest.fixture(scope="module")
 def text_engine(tmp_path_factory):
     """SearchEngine over the training images of a 24-subject chest cohort (128 px on disk, 32 px
-    for the model) and an MMDL run trained with its reports."""
+    for the model) and an MMDL run trained with its reports (image–report InfoNCE added)."""
     from radsearch.index import build_index
     from radsearch.service.engine import SearchEngine
     from radsearch.synth import generate_chest
@@ -39,7 +39,9 @@ def text_engine(tmp_path_factory):
     synth = generate_chest(24, seed=2, image_size=128, out_dir=root / "chest", workers=1)
     cfg = load_mmdl_config(None, [f"data.manifest={synth.manifest}", "model.backbone=resnet18",
                                   "model.dim=32", "model.hidden=32", "data.image_size=32",
-                                  "train.epochs=3", "train.batch_size=32", "train.lr=1e-3"])
+                                  "train.epochs=6", "train.batch_size=32", "train.lr=1e-3",
+                                  "loss.gamma=1"])   # InfoNCE: with the default weights a run
+    # this small collapses (every image at one score), which shows nothing on the page
     train_mmdl(cfg, root / "run", log=lambda m: None)
     build_index(root / "run", synth.manifest, root / "chest.index", split="train", device="cpu",
                 progress=False)
