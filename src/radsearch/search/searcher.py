@@ -79,11 +79,9 @@ class Searcher:
                     ) -> list[SearchResult]:
         """One result per text (e.g. "small left pleural effusion"): images whose common-space
         vectors are nearest to the report branch's embedding of the text."""
-        texts = [str(t) for t in texts]
-        if not texts:
+        if not len(texts):
             raise ConfigError("no text query given.")
-        for i, text in enumerate(texts):
-            check_text(text, f"text query {i + 1}")
+        texts = [check_text(t, f"text query {i + 1}") for i, t in enumerate(texts)]
         vectors = self.embed_text(texts)
         results = self.search_vectors(vectors, k, by=by, filters=filters,
                                       exclude_subjects=exclude_subjects, rerank=rerank,

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from radsearch.search.searcher import MAX_TEXT_CHARS
+from radsearch.errors import ConfigError
+from radsearch.search.searcher import MAX_TEXT_CHARS, check_text
 from radsearch.service.engine import _public_hit
 from radsearch.service.uploads import UploadError
 
@@ -41,13 +42,10 @@ def text_router(engine, audit) -> APIRouter:
     @router.post("/search/text", summary="Search with report text (MMDL runs with a report "
                                          "encoder)")
     async def search_text(query: TextQuery, request: Request) -> dict:
-        text = query.text.strip()
-        if not text:
-            raise UploadError("text: empty; describe a finding, e.g. 'small left pleural "
-                              "effusion'.", status=422)
-        if len(text) > MAX_TEXT_CHARS:
-            raise UploadError(f"text: {len(text)} characters; at most {MAX_TEXT_CHARS}.",
-                              status=422)
+        try:
+            text = check_text(query.text)
+        except ConfigError as exc:
+            raise UploadError(str(exc), status=422) from None
         if any(len(f) > 200 for f in query.filters):
             raise UploadError("filters: each filter has at most 200 characters.", status=422)
         if not engine.searcher.has_text:
