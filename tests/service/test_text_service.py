@@ -78,6 +78,19 @@ def test_text_search_answers_like_the_searcher(client, text_engine, tmp_path):
     assert "pleural" not in (tmp_path / "audit.jsonl").read_text()
 
 
+def test_image_upload_on_an_mmdl_index_finds_itself(client, text_engine):
+    """The MMDL image branch serves POST /search too: an archived image uploaded as a PNG comes
+    back first, with cosine 1 (upload decoding + the trainer's preprocessing = indexing)."""
+    table = text_engine.index.table
+    first = table.iloc[0]
+    png = Path(first["image"]).read_bytes()
+    answer = client.post("/search", files=[("images", ("q.png", png, "image/png"))],
+                         data={"k": "3"})
+    assert answer.status_code == 200, answer.text
+    top = answer.json()["hits"][0]
+    assert top["id"] == str(int(first.name)) and top["score"] == pytest.approx(1.0, abs=1e-5)
+
+
 @pytest.mark.parametrize("body, status, message", [
     ({"text": ""}, 422, "text: empty"),
     ({"text": "   "}, 422, "text: empty"),

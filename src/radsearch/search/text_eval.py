@@ -10,7 +10,8 @@ a tie crossing k is not decided by the order the index happens to return. ``chan
 a random order (the share of the index relevant to a query, averaged); ``n_near_ties`` counts the
 queries whose k-th and (k+1)-th scores differ by less than float32 rounding — where the index
 (faiss) and an in-memory matrix product (torch) may order two candidates differently.
-Going through ``Searcher`` (report branch → index search) checks the path a user's text query takes.
+Going through ``Searcher`` (report branch → index search) checks the path a user's text query
+takes.
 """
 
 from __future__ import annotations
