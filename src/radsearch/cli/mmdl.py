@@ -14,6 +14,9 @@ mmdl_app = typer.Typer(help="Diagnostic retrieval with reports (MMDL): train, co
 
 def register(app: typer.Typer) -> None:
     """Add `radsearch mmdl …` to the root app."""
+    from radsearch.cli.search import text_eval_command  # text → image search lives with search
+
+    mmdl_app.command("text-eval")(text_eval_command)
     app.add_typer(mmdl_app, name="mmdl")
 
 

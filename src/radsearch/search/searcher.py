@@ -1,9 +1,10 @@
-"""Searcher: query images → typed candidates from an index, by image or by subject.
+"""Searcher: query images (or report text) → typed candidates from an index, by image or subject.
 
 ``Searcher(index, run_dir)`` embeds queries with the run's model (refusing a run whose fingerprint
 differs from the index's), searches the index with metadata filters, optionally re-ranks, collapses
 to persons for ``by="subject"``, and attaches calibrated log10 LRs and the open-set decision when the
-index is calibrated.
+index is calibrated. ``search_text`` embeds text with the report branch of an MMDL run (same space
+as its images); the calibration is fitted on image-vs-image scores, so text results carry none.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from radsearch.search.results import Hit, SearchResult
 
 BY = ("image", "subject")
 RERANK = ("none", "qe", "dba", "k-reciprocal")
+MAX_TEXT_CHARS = 2000
 
 
 class Searcher:
@@ -62,10 +64,38 @@ class Searcher:
         return self.search_vectors(vectors, k, by=by, filters=filters,
                                    exclude_subjects=exclude_subjects, rerank=rerank, names=names)
 
+    @property
+    def has_text(self) -> bool:
+        """Whether ``search_text`` works (the run has a report encoder in the image space)."""
+        return self.embedder is not None and self.embedder.has_text
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        if self.embedder is None:
+            raise ConfigError("this Searcher has no run folder; pass run_dir to search by text.")
+        return self.embedder.embed_text(list(texts))
+
+    def search_text(self, texts: Sequence[str], k: int = 10, *, filters=None, by: str = "image",
+                    exclude_subjects: Sequence[str] = (), rerank: str | None = None
+                    ) -> list[SearchResult]:
+        """One result per text (e.g. "small left pleural effusion"): images whose common-space
+        vectors are nearest to the report branch's embedding of the text."""
+        if not len(texts):
+            raise ConfigError("no text query given.")
+        texts = [check_text(t, f"text query {i + 1}") for i, t in enumerate(texts)]
+        vectors = self.embed_text(texts)
+        results = self.search_vectors(vectors, k, by=by, filters=filters,
+                                      exclude_subjects=exclude_subjects, rerank=rerank,
+                                      names=texts, calibrated=False)
+        if self.index.calibration:
+            for result in results:
+                result.notes.append("text query: the index's calibration (image vs image scores) "
+                                    "does not apply; ranked by cosine similarity only")
+        return results
+
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, by: str = "image",
                        filters=None, exclude_subjects: Sequence[str] = (),
-                       rerank: str | None = None, names: Sequence[str] | None = None
-                       ) -> list[SearchResult]:
+                       rerank: str | None = None, names: Sequence[str] | None = None,
+                       calibrated: bool = True) -> list[SearchResult]:
         from radsearch.index.calibration import decide, log10_lr
 
         if by not in BY:
@@ -78,7 +108,7 @@ class Searcher:
         vectors = normalise(np.atleast_2d(vectors))
         names = list(names) if names is not None else [f"query {i}" for i in range(len(vectors))]
         ids, scores = self._candidates(vectors, k, by, filters, rerank)
-        calibration = self.index.calibration
+        calibration = self.index.calibration if calibrated else None
         results = []
         for row, name in enumerate(names):
             keep = ids[row] >= 0
@@ -132,6 +162,18 @@ class Searcher:
             if enough:
                 return ids, scores
             want *= 4
+
+
+def check_text(text: str, what: str = "text") -> str:
+    """A text query: non-empty after stripping, at most MAX_TEXT_CHARS (the message never
+    repeats the text: queries may hold patient details)."""
+    stripped = str(text).strip()
+    if not stripped:
+        raise ConfigError(f"{what}: empty; describe a finding, e.g. 'small left pleural "
+                          "effusion'.")
+    if len(stripped) > MAX_TEXT_CHARS:
+        raise ConfigError(f"{what}: {len(stripped)} characters; at most {MAX_TEXT_CHARS}.")
+    return stripped
 
 
 def default_run(index: VectorIndex) -> Path | None:

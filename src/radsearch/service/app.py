@@ -30,6 +30,7 @@ from radsearch.service.batching import MicroBatcher
 from radsearch.service.engine import RERANK, ItemNotFound
 from radsearch.service.limits import BodyLimitMiddleware
 from radsearch.service.render import FULL_PX, THUMBNAIL_PX, PngCache, data_url, to_png
+from radsearch.service.text import text_router
 from radsearch.service.uploads import Limits, UploadError, decode_upload
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,8 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
                      by=params["by"], filters=params["filters"], rerank=params["rerank"],
                      result_ids=[h["id"] for h in result["hits"]], status=200)
         return result
+
+    app.include_router(text_router(engine, audit))
 
     @app.get("/items/{item_id}", summary="Metadata of one indexed item")
     async def item(item_id: int) -> dict:

@@ -1,10 +1,11 @@
-// radsearch web page: send a query to POST /search, show the candidates, compare side by side.
+// radsearch web page: send a query to POST /search (images) or POST /search/text (report text, when
+// the index's run has a report encoder), show the candidates, compare side by side.
 // Plain JavaScript, no dependencies. Images are fetched with the bearer token (when one is set)
 // and shown through blob: URLs, so the page also works behind authentication.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { files: [], result: null, fullQuery: [] };
+const state = { files: [], result: null, fullQuery: [], queryText: "" };
 
 function token() { return $("token").value.trim(); }
 function headers() { return token() ? { Authorization: "Bearer " + token() } : {}; }
@@ -33,7 +34,10 @@ async function loadInfo() {
   try {
     const info = await fetchJSON("/index");
     const cal = info.calibration ? "calibrated (log10 LR and open-set decision)" : "not calibrated";
-    $("index-info").textContent = `${info.count} images of ${info.subjects} subjects · ${cal}`;
+    const byText = Boolean(info.fingerprint && info.fingerprint.text_encoder);
+    $("text-query").hidden = !byText;
+    $("index-info").textContent = `${info.count} images of ${info.subjects} subjects · ${cal}` +
+      (byText ? " · search by text" : "");
   } catch (err) {
     $("index-info").textContent = "index: " + err.message;
   }
@@ -71,6 +75,7 @@ async function search() {
   $("go").disabled = true;
   try {
     state.result = await fetchJSON("/search", { method: "POST", body: form });
+    state.queryText = "";
     $("status").textContent = "";
     await show(state.result);
   } catch (err) {
@@ -80,10 +85,35 @@ async function search() {
   }
 }
 
+async function searchText() {
+  const query = $("text").value.trim();
+  if (!query) return;
+  const exclude = $("exclude").value.trim();
+  const body = { text: query, k: Number($("k").value || "10"),
+                 filters: filters().concat(exclude ? ["subject!=" + exclude] : []) };
+  $("status").textContent = "searching…";
+  $("text-go").disabled = true;
+  try {
+    state.result = await fetchJSON("/search/text", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    state.queryText = query;
+    $("status").textContent = "";
+    await show(state.result);
+  } catch (err) {
+    $("status").textContent = err.message;
+  } finally {
+    $("text-go").disabled = !$("text").value.trim();
+  }
+}
+
 function decisionBanner(result) {
   const box = $("decision");
   const d = result.decision;
-  if (!d) {
+  if (result.query.kind === "text") {
+    box.className = "uncal";
+    box.textContent = "Text query: images ranked by similarity to the text in the shared " +
+      "image–report space (no open-set decision).";
+  } else if (!d) {
     box.className = "uncal";
     box.textContent = "Scores are not calibrated: ranked by similarity only, no open-set decision.";
   } else if (d.match) {
@@ -101,6 +131,7 @@ async function show(result) {
   const queries = $("query-images");
   queries.replaceChildren();
   state.fullQuery = result.query.previews;
+  if (result.query.kind === "text") queries.append(text("p", "“" + state.queryText + "”", "query-text"));
   for (const src of result.query.previews) {
     const img = document.createElement("img");
     img.src = src;
@@ -180,8 +211,12 @@ async function compare(hit) {
     `#${hit.rank} · subject ${hit.subject} · score ${hit.score.toFixed(3)}` +
     (hit.log10_lr === null || hit.log10_lr === undefined ? "" : ` · log₁₀LR ${hit.log10_lr.toFixed(2)}`);
   $("right-caption").textContent = `Candidate #${hit.rank} (subject ${hit.subject})`;
+  const hasImage = state.fullQuery.length > 0;    // a text query has no image to show
+  $("left").hidden = !hasImage;
+  $("left-text").hidden = hasImage;
+  $("left-text").textContent = hasImage ? "" : "“" + state.queryText + "”";
   try {
-    pixels.left = await drawTo($("left"), state.fullQuery[0]);
+    pixels.left = hasImage ? await drawTo($("left"), state.fullQuery[0]) : null;
     const url = await imageURL(hit.full);
     pixels.right = await drawTo($("right"), url);
     URL.revokeObjectURL(url);
@@ -213,5 +248,10 @@ $("window").addEventListener("input", applyWindow);
 $("reset").addEventListener("click", () => { $("level").value = 128; $("window").value = 255; applyWindow(); });
 $("close").addEventListener("click", closeCompare);
 document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeCompare(); });
+$("text").addEventListener("input", () => { $("text-go").disabled = !$("text").value.trim(); });
+$("text").addEventListener("keydown", (e) => {
+  if (e.key === "Enter") { e.preventDefault(); searchText(); }   // not the image form's submit
+});
+$("text-go").addEventListener("click", searchText);
 $("token").addEventListener("change", loadInfo);
 loadInfo();
