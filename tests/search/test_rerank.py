@@ -76,3 +76,29 @@ def test_rerank_embeddings_qe_and_dba_formulas():
     np.testing.assert_allclose(dba[0], _unit(x[0] + max(sims[j], 0) ** 3 * x[j]), atol=1e-6)
     with pytest.raises(ConfigError, match="k-reciprocal"):
         rr.rerank_embeddings(x, gallery, queries, "k-reciprocal")
+
+
+def test_reranked_search_reports_lrs_of_cosine_scores(index):
+    """The calibration was fitted on cosine scores: with --rerank the order changes, but each
+    candidate's log10 LR and the decision still come from its cosine with the query."""
+    from radsearch.evaluation.openset import OpenSetScores, fit_calibration
+    from radsearch.index.calibration import log10_lr
+    from radsearch.search import Searcher
+
+    ix, vectors, ids = index
+    rng = np.random.default_rng(1)
+    mated, nonmated = rng.normal(0.8, 0.1, 400), rng.normal(0.4, 0.1, 400)
+    model = fit_calibration(OpenSetScores(mated, np.ones(400, bool), nonmated), "logistic")
+    calibration = {"model": model.to_dict(), "n_gallery": len(ix),
+                   "thresholds": [{"target_fpir": 0.01, "threshold": 0.6, "fpir": 0.01,
+                                   "fnir": 0.1}]}
+    ix.set_calibration(calibration)
+    ix.build_graph(10)
+    q = _unit(vectors[3] + 0.3 * rng.normal(size=12)).astype("f4")[None]
+    for method in ("qe", "dba", "k-reciprocal"):
+        (result,) = Searcher(ix).search_vectors(q, 8, rerank=method)
+        hit_ids = [h.id for h in result.hits]
+        cosines = ix.get_vectors(hit_ids) @ q[0]
+        np.testing.assert_allclose([h.log10_lr for h in result.hits],
+                                   log10_lr(calibration, cosines), atol=1e-4)
+        assert result.decision.match == (cosines.max() >= 0.6)

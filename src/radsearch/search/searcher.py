@@ -118,7 +118,11 @@ class Searcher:
                 first = ~table["subject"].duplicated().to_numpy()
                 table, row_scores = table[first].reset_index(drop=True), row_scores[first]
             table, row_scores = table.iloc[:k], row_scores[:k]
-            lrs = log10_lr(calibration, row_scores)
+            cosines = row_scores
+            if rerank != "none" and calibration and len(table):
+                # the calibration was fitted on cosine scores, not on re-ranked ones
+                cosines = self.index.get_vectors(table["id"].to_numpy()) @ vectors[row]
+            lrs = log10_lr(calibration, cosines)
             hits = [Hit(rank=i + 1, id=int(r.id), subject=r.subject, time=float(r.time),
                         side=r.side, view=r.view, study=r.study,
                         labels=[x for x in r.labels.split("|") if x], image=r.image,
@@ -128,17 +132,12 @@ class Searcher:
             top = hits[0].score if hits else None
             notes = []
             if rerank != "none" and calibration:
-                notes.append("re-ranked scores are not what the calibration was fitted on; "
-                             "the decision uses the cosine score of the top candidate")
-                top = self._top_cosine(vectors[row], hits)
+                notes.append("re-ranked order; each log10 LR and the decision use the "
+                             "candidate's cosine score, which the calibration was fitted on")
+                top = float(np.max(cosines)) if hits else None
             results.append(SearchResult(query=name, by=by, hits=hits,
                                         decision=decide(calibration, top, self.fpir), notes=notes))
         return results
-
-    def _top_cosine(self, vector: np.ndarray, hits: list[Hit]) -> float | None:
-        if not hits:
-            return None
-        return float((self.index.get_vectors([h.id for h in hits]) @ vector).max())
 
     def _candidates(self, vectors, k, by, filters, rerank):
         """Enough image candidates to give ``k`` images or ``k`` distinct subjects."""
