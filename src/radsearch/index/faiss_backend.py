@@ -22,7 +22,7 @@ import numpy as np
 
 from radsearch.errors import ConfigError
 from radsearch.index.base import Neighbours, VectorIndex
-from radsearch.index.filters import Filter, combined_mask
+from radsearch.index.filters import Filter
 
 GATHER_FRACTION = 0.25   # filters passing ≤ this share of items are scored by gathering them
 REBUILD_TOMBSTONES = 0.2
@@ -161,7 +161,7 @@ class FaissIndex(VectorIndex):
     def _allowed(self, filters: list[Filter]) -> np.ndarray | None:
         if not filters:
             return None
-        return self.table["id"].to_numpy(np.int64)[combined_mask(filters, self.table)]
+        return self.ids()[self.filter_mask(filters)]
 
     def _search(self, queries, k, filters) -> Neighbours:
         allowed = self._allowed(filters)

@@ -99,8 +99,7 @@ class MilvusIndex(VectorIndex):
             self.client.delete(self.collection, ids=extra.tolist())
         gone = mine[~np.isin(mine, stored)]
         if len(gone):
-            self.table = self.table.drop(index=gone)
-            self._dirty = True
+            self._drop_rows(gone)
 
     # ------------------------------------------------------------------ writes
     def _add_vectors(self, ids, vectors, table: pd.DataFrame) -> None:
