@@ -87,7 +87,8 @@ def alignment_row(x: np.ndarray, q: np.ndarray, rounds: int) -> str:
                     rounds)
     return (f"| raw IndexFlatIP ({len(x):,} items, {len(q)} queries) with the queries 16 bytes "
             f"off a 64-byte boundary | {np.median(t['off']) * 1e3:.1f} ms | aligned "
-            f"{np.median(t['aligned']) * 1e3:.1f} ms | {np.median(t['off'] / t['aligned']):.3f}× |")
+            f"{np.median(t['aligned']) * 1e3:.1f} ms | "
+            f"{np.median(t['off'] / t['aligned']):.3f}× |")
 
 
 def fixed_overhead(n: int = 1000, calls: int = 2000) -> tuple[float, float]:
@@ -141,7 +142,7 @@ print(json.dumps([before, max(peak[0], rss()), int(index.table.memory_usage(deep
 def hnsw_study(x: np.ndarray, q: np.ndarray, tmp: Path, repeat: int = 5) -> list[str]:
     """HNSW32 (shortlist re-scored exactly) over ``x`` vs an exact raw ``IndexFlatIP`` on the same
     vectors: recall@10 against the exact top-10, build time, and the speed-up. Searches are
-    interleaved (exact, HNSW, exact, HNSW, …) and the median of the per-round ratios is reported."""
+    interleaved (exact, HNSW, exact, HNSW, …); the median of the per-round ratios is reported."""
     from radsearch.index import create_index
 
     n = len(x)

@@ -10,9 +10,9 @@ Folder layout (every backend)::
 
 Memory: only the columns that filters and ranking by subject need stay in RAM (``RAM_COLUMNS``:
 id, time, and subject/side/view/study/labels as pandas categoricals, a few bytes per item); the
-long per-item text (``DISK_COLUMNS``: key, image path, report) is read from the commit's SQLite file
-on demand, for the hits a search returns (``items``). A committed SQLite file never changes (the next
-commit writes a new one), so it is opened read-only and immutable.
+long per-item text (``DISK_COLUMNS``: key, image path, report) is read from the commit's SQLite
+file on demand, for the hits a search returns (``items``). A committed SQLite file never changes
+(the next commit writes a new one), so it is opened read-only and immutable.
 
 Commits are atomic: commit ``n`` writes new files with suffix ``n`` and then replaces
 ``header.json`` (write-then-rename). A reader or a ``kill -9`` at any moment therefore sees commit
