@@ -75,6 +75,9 @@ class Filter:
         if self.op == "~":
             # labels are stored as |a|b| in Milvus so 'contains' is an exact-token LIKE
             return f'labels_tokens like "%|{_escape(self.value)}|%"'
+        if self.field == "labels":   # the whole label string, stored as |a|b|
+            tokens = "|" + "|".join(x for x in str(self.value).split("|") if x) + "|"
+            return f'labels_tokens {self.op} "{_escape(tokens)}"'
         value = repr(self.value) if self.field in NUMERIC else f'"{_escape(self.value)}"'
         return f"{self.field} {self.op} {value}"
 
