@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from radsearch.errors import ConfigError
@@ -196,3 +197,73 @@ def test_filtered_search_survives_faiss_torch_utils(tmp_path):
         found = index.search(vectors[:5], 5, ["view=PA"])
         assert np.isin(found.ids, ids[keep]).all() and (found.ids >= 0).all()
         index.close()
+
+
+def test_filters_on_fields_kept_on_disk_match_pandas(tmp_path):
+    """image is not held in RAM: its filters are answered by SQLite (committed rows) and pandas
+    (uncommitted rows) and must select exactly what pandas selects over all rows."""
+    vectors, items = random_items(60, seed=3)
+    for i, item in enumerate(items):
+        item["image"] = f"/archive/{'a' if i % 4 else 'b'}/{i}.png"
+    items[5]["image"] = "/archive/x|shared|y.png"
+    items[40]["image"] = "/archive/x|shared|y2.png"
+    index = create_index(tmp_path / "ix", 8)
+    ids = index.add(vectors[:40], items[:40])
+    index.commit()
+    ids = np.concatenate([ids, index.add(vectors[40:], items[40:])])   # 20 uncommitted
+    assert not {"image", "report", "key"} & set(index.table.columns)
+    images = pd.Series([item["image"] for item in items])
+    queries = vectors[:3] + 0.1
+    cases = {"image=/archive/b/8.png": images == "/archive/b/8.png",
+             "image=/archive/b/44.png": images == "/archive/b/44.png",
+             "image!=/archive/b/8.png": images != "/archive/b/8.png",
+             "image~shared": images.str.split("|").map(lambda xs: "shared" in xs)}
+    for text, mask in cases.items():
+        for extra in ([], ["view=PA"]):
+            both = mask.to_numpy() & (np.array([it["view"] for it in items]) == "PA"
+                                      if extra else True)
+            found = index.search(queries, 8, [text, *extra])
+            ref_ids, ref_scores = brute_force(vectors, ids, queries, 8, both)
+            assert (found.ids == ref_ids).all(), (text, extra)
+            np.testing.assert_allclose(found.scores[np.isfinite(ref_scores)],
+                                       ref_scores[np.isfinite(ref_scores)], atol=1e-5)
+
+
+def test_a_reader_keeps_reading_its_commit_after_the_writer_moves_on(tmp_path):
+    """The reader's SQLite file is deleted by the writer's second next commit; the reader's open
+    handle must still give the image paths of the commit it opened."""
+    vectors, items = random_items(12)
+    writer = create_index(tmp_path / "ix", 8)
+    ids = writer.add(vectors[:6], items[:6])
+    writer.commit()
+    reader = open_index(tmp_path / "ix")
+    old_file = reader._meta.path
+    for start in (6, 9):
+        writer.add(vectors[start:start + 3], items[start:start + 3])
+        writer.commit()
+    assert not old_file.exists()
+    assert reader.items(ids).image.tolist() == [it["image"] for it in items[:6]]
+    assert len(reader) == 6
+    reader.close()
+    writer.close()
+
+
+def test_queries_at_any_memory_alignment_give_the_brute_force_answer(tmp_path):
+    """Queries are copied to a 64-byte boundary before faiss sees them (faster); the copy must
+    not change a single result, whatever the caller's buffer offset."""
+    from radsearch.index.faiss_backend import aligned
+
+    vectors, items = random_items(200, dim=16)
+    index = create_index(tmp_path / "ix", 16)
+    ids = index.add(vectors, items)
+    raw = np.random.default_rng(4).normal(size=(5, 16)).astype(np.float32)
+    ref_ids, ref_scores = brute_force(vectors, ids, raw, 7)
+    storage = np.zeros(5 * 16 + 16, np.float32)
+    for offset in range(0, 16, 4):   # 0, 16, 32, 48 bytes past the buffer start
+        queries = storage[offset:offset + 80].reshape(5, 16)
+        queries[...] = raw
+        copy = aligned(queries)
+        assert copy.ctypes.data % 64 == 0 and np.array_equal(copy, queries)
+        found = index.search(queries, 7)
+        assert (found.ids == ref_ids).all()
+        np.testing.assert_allclose(found.scores, ref_scores, atol=1e-5)

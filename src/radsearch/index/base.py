@@ -8,6 +8,12 @@ Folder layout (every backend)::
     INDEX/<backend files>-<n>  e.g. vectors-<n>.faiss; Milvus keeps vectors in its own store
     INDEX/.lock                single-writer lock
 
+Memory: only the columns that filters and ranking by subject need stay in RAM (``RAM_COLUMNS``:
+id, time, and subject/side/view/study/labels as pandas categoricals, a few bytes per item); the
+long per-item text (``DISK_COLUMNS``: key, image path, report) is read from the commit's SQLite
+file on demand, for the hits a search returns (``items``). A committed SQLite file never changes
+(the next commit writes a new one), so it is opened read-only and immutable.
+
 Commits are atomic: commit ``n`` writes new files with suffix ``n`` and then replaces
 ``header.json`` (write-then-rename). A reader or a ``kill -9`` at any moment therefore sees commit
 ``n-1`` or ``n``, never a mix. Files of commit ``n-1`` are kept so that a reader that has just read
@@ -20,7 +26,9 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from radsearch.errors import ConfigError, DataError, RadsearchError
 from radsearch.index.filters import Filter, parse_filters
@@ -39,6 +48,9 @@ HEADER = "header.json"
 METRIC = "cosine (inner product of L2-normalised vectors)"
 TEXT_COLUMNS = ("key", "image", "subject", "side", "view", "study", "labels", "report")
 COLUMNS = ("id", "key", "image", "subject", "time", "side", "view", "study", "labels", "report")
+CATEGORY_COLUMNS = ("subject", "side", "view", "study", "labels")
+RAM_COLUMNS = ("id", "subject", "time", "side", "view", "study", "labels")
+DISK_COLUMNS = ("key", "image", "report")
 
 
 class IndexFolderError(RadsearchError):
@@ -114,9 +126,10 @@ class VectorIndex(ABC):
                  lock: WriterLock | None):
         self.path = Path(path)
         self.header = header
-        self.table = table
-        if "id" in table:   # index by id without copying the frame (1M rows: tens of MiB)
-            self.table.index = pd.Index(table["id"].to_numpy(np.int64))
+        self.table = ram_table(table)   # RAM_COLUMNS, indexed by id
+        self._pending = items_table(None, 0).set_index("id", drop=False)   # added, uncommitted
+        self._deleted: list[np.ndarray] = []   # ids removed since the last commit
+        self._meta = MetadataReader(self.path, header)
         self.writable = writable
         self._lock = lock
         self._dirty = False
@@ -218,8 +231,10 @@ class VectorIndex(ABC):
         ids = table["id"].to_numpy(np.int64)
         self._add_vectors(ids, vectors, table)
         self.graph = None   # stale: rebuilt by build_graph
-        self.table = pd.concat([self.table, table.set_index("id", drop=False)])
-        self.table.index.name = None
+        self.table = stack_rows([self.table, ram_table(table)])
+        pending = table.set_index("id", drop=False)
+        pending.index.name = None
+        self._pending = pending if not len(self._pending) else pd.concat([self._pending, pending])
         self._dirty = True
         return ids
 
@@ -242,9 +257,15 @@ class VectorIndex(ABC):
         if len(present):
             self._remove_vectors(present)
             self.graph = None
-            self.table = self.table.drop(index=present)
-            self._dirty = True
+            self._drop_rows(present)
         return int(len(present))
+
+    def _drop_rows(self, ids: np.ndarray) -> None:
+        """Forget the metadata of ``ids`` (all present); the SQLite rows go at the next commit."""
+        self.table = self.table.drop(index=ids)
+        self._pending = self._pending.drop(index=ids[np.isin(ids, self._pending.index)])
+        self._deleted.append(np.asarray(ids, np.int64))
+        self._dirty = True
 
     def build_graph(self, k: int = 20, batch: int = 4096) -> None:
         """Precompute every item's top-``k`` neighbours (for re-ranking a shortlist)."""
@@ -288,7 +309,43 @@ class VectorIndex(ABC):
         """Metadata rows of ``ids`` in order (ids not in the index are dropped)."""
         ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
         rows = self.table.index.get_indexer(ids)   # hash lookups: O(len(ids)), not O(index size)
-        return self.table.iloc[rows[rows >= 0]].reset_index(drop=True)
+        rows = rows[rows >= 0]
+        # numpy takes per column: pandas' iloc/astype/reindex cost ~10 ms per call at 10 rows,
+        # more than the search itself, and items() runs once per query row
+        ids = self.table["id"].to_numpy(np.int64)[rows]
+        out = {"id": ids, "time": self.table["time"].to_numpy(np.float64)[rows]}
+        for column in CATEGORY_COLUMNS:
+            values = self.table[column].array
+            out[column] = values.categories.take(values.codes[rows]).to_numpy(object)
+        out.update(self._disk_rows(ids))
+        return pd.DataFrame({c: out[c] for c in COLUMNS})
+
+    def _disk_rows(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """DISK_COLUMNS of present ``ids`` in order: uncommitted rows from memory, the rest from
+        the last commit's SQLite file (one indexed lookup per id, in batches)."""
+        found = {int(r[0]): r[1:] for r in self._meta.rows(ids, DISK_COLUMNS)}
+        if len(self._pending):
+            new = self._pending.loc[ids[np.isin(ids, self._pending.index)], list(DISK_COLUMNS)]
+            found.update(zip(new.index.tolist(), new.itertuples(index=False, name=None)))
+        blank = ("",) * len(DISK_COLUMNS)
+        table = [found.get(int(i), blank) for i in ids]
+        return {c: np.array([row[j] if row[j] is not None else "" for row in table], dtype=object)
+                for j, c in enumerate(DISK_COLUMNS)}
+
+    def filter_mask(self, filters: list[Filter]) -> np.ndarray:
+        """Rows of ``self.table`` passing every filter (fields held on disk are asked of SQLite)."""
+        mask = np.ones(len(self.table), dtype=bool)
+        for f in filters:
+            if f.field in self.table.columns:
+                mask &= f.mask(self.table)
+                continue
+            hits = self._meta.matching(f)
+            if len(self._pending):
+                pending = self._pending["id"].to_numpy(np.int64)
+                hits = np.concatenate([hits[~np.isin(hits, pending)],
+                                       pending[f.mask(self._pending)]])
+            mask &= np.isin(self.ids(), hits)
+        return mask
 
     def get_vectors(self, ids) -> np.ndarray:
         """Stored (normalised) vectors of ``ids``, in order."""
@@ -332,7 +389,8 @@ class VectorIndex(ABC):
         n = int(self.header.get("commit", 0)) + 1
         names = self._save_files(n)
         meta = f"metadata-{n}.sqlite"
-        write_metadata(self.path / meta, self.table)
+        deleted = np.concatenate(self._deleted) if self._deleted else np.zeros(0, np.int64)
+        write_metadata(self.path / meta, self._pending, self._meta.path, deleted)
         names.append(meta)
         if self.graph is not None:
             tmp = self.path / f".graph-{n}.tmp.npz"
@@ -348,6 +406,10 @@ class VectorIndex(ABC):
                                       for name in names}})
         write_json(self.path / HEADER, self.header)
         fsync_folder(self.path)
+        self._meta.close()
+        self._meta = MetadataReader(self.path, self.header)
+        self._pending = self._pending.iloc[:0]
+        self._deleted = []
         self._collect_garbage(keep=set(names) | previous)
         self._dirty = False
         return n
@@ -362,6 +424,7 @@ class VectorIndex(ABC):
     def close(self, commit: bool | None = None) -> None:
         if self.writable and self._dirty and commit is not False:
             self.commit()
+        self._meta.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -374,37 +437,119 @@ class VectorIndex(ABC):
 
 
 # ---------------------------------------------------------------------- files
-def write_metadata(path: Path, table: pd.DataFrame) -> None:
+def write_metadata(path: Path, new: pd.DataFrame, previous: Path | None = None,
+                   deleted: np.ndarray | None = None) -> None:
+    """The next commit's SQLite file: a copy of ``previous`` without ``deleted`` plus ``new`` rows
+    (the items table is never rebuilt from memory, which holds only RAM_COLUMNS)."""
     with atomic_path(path) as tmp:
         tmp.unlink()
-        with sqlite3.connect(tmp) as con:
-            table[list(COLUMNS)].to_sql("items", con, index=False)
-            con.execute("CREATE UNIQUE INDEX items_id ON items(id)")
-            con.execute("CREATE INDEX items_subject ON items(subject)")
-        con.close()
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        if previous is not None:
+            shutil.copyfile(previous, tmp)
+        con = sqlite3.connect(tmp)
+        try:
+            with con:
+                if previous is None:
+                    new[list(COLUMNS)].iloc[:0].to_sql("items", con, index=False)
+                    con.execute("CREATE UNIQUE INDEX items_id ON items(id)")
+                    con.execute("CREATE INDEX items_subject ON items(subject)")
+                if deleted is not None and len(deleted):
+                    con.executemany("DELETE FROM items WHERE id = ?",
+                                    ((int(i),) for i in np.unique(deleted)))
+                if len(new):
+                    new[list(COLUMNS)].to_sql("items", con, index=False, if_exists="append",
+                                              chunksize=10_000)
+        finally:
+            con.close()
 
 
-def read_metadata(path: Path, chunk: int = 20_000) -> pd.DataFrame:
-    """The items table, compact in memory (a 1M-row archive would otherwise hold every cell as a
-    Python object, several times the vectors' memory): read in chunks, text as Arrow strings."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    parts = []
+def ram_table(table: pd.DataFrame) -> pd.DataFrame:
+    """RAM_COLUMNS of an items table, text as categoricals, indexed by id."""
+    if list(table.columns) == list(RAM_COLUMNS) and all(
+            isinstance(table[c].dtype, pd.CategoricalDtype) for c in CATEGORY_COLUMNS):
+        return table
+    columns = {"id": np.asarray(table["id"] if "id" in table else [], np.int64),
+               "time": np.asarray(table["time"] if "time" in table else [], np.float64)}
+    for column in CATEGORY_COLUMNS:
+        values = table[column].fillna("").astype(str) if column in table else \
+            pd.Series("", index=table.index, dtype=object)
+        columns[column] = pd.Categorical(values.to_numpy(object))
+    return _frame(columns)
+
+
+def _frame(columns: dict) -> pd.DataFrame:
+    out = pd.DataFrame({c: columns[c] for c in RAM_COLUMNS}, copy=False)
+    out.index = pd.Index(out["id"].to_numpy(np.int64))
+    return out
+
+
+def stack_rows(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Rows of several ram_table frames, one after the other, keeping the text categorical
+    (``pd.concat`` of categoricals with other categories would turn them into Python objects)."""
+    parts = [p for p in parts if len(p)] or parts[:1]
+    if len(parts) == 1:
+        return parts[0]
+    columns = {c: np.concatenate([p[c].to_numpy() for p in parts]) for c in ("id", "time")}
+    for column in CATEGORY_COLUMNS:
+        columns[column] = union_categoricals([p[column] for p in parts])
+    return _frame(columns)
+
+
+def read_metadata(path: Path, chunk: int = 50_000) -> pd.DataFrame:
+    """The in-memory part of the items table (RAM_COLUMNS), read in chunks so that a 1M-row
+    archive never holds its text as Python objects: each chunk's text becomes categoricals."""
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    parts = [ram_table(pd.DataFrame({"id": [], "time": []}))]
     try:
-        for part in pd.read_sql("SELECT * FROM items", con, chunksize=chunk):
-            part["id"] = part["id"].astype(np.int64)
-            part["time"] = part["time"].astype(np.float64)
-            for column in TEXT_COLUMNS:
-                part[column] = part[column].fillna("").astype("string[pyarrow]")
-            parts.append(part)
+        for part in pd.read_sql(f"SELECT {', '.join(RAM_COLUMNS)} FROM items", con,
+                                chunksize=chunk):
+            parts.append(ram_table(part))
     finally:
         con.close()
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "id" else np.float64
-                                          if c == "time" else "string[pyarrow]")
-                             for c in COLUMNS})
-    return pd.concat(parts, ignore_index=True)
+    return stack_rows(parts)
+
+
+class MetadataReader:
+    """Read-only access to the SQLite file of the header's commit (thread-safe; no file: empty).
+
+    The file stays open for the index's lifetime: a later commit may delete it from the folder,
+    but the open handle still reads the commit this index was opened at.
+    """
+
+    BATCH = 500   # ids per IN (…) query, under SQLite's parameter limit
+
+    def __init__(self, folder: Path, header: dict):
+        name = next((n for n in header.get("files", {}) if n.startswith("metadata-")), None)
+        self.path = Path(folder) / name if name else None
+        self._con = None if self.path is None else sqlite3.connect(
+            f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+
+    def _query(self, sql: str, params) -> list[tuple]:
+        if self._con is None:
+            return []
+        with self._lock:
+            return self._con.execute(sql, params).fetchall()
+
+    def rows(self, ids: np.ndarray, columns) -> list[tuple]:
+        """(id, *columns) rows of ``ids`` found in the file, in no particular order."""
+        found = []
+        unique = np.unique(ids).tolist()
+        for start in range(0, len(unique), self.BATCH):
+            chunk = unique[start:start + self.BATCH]
+            found += self._query(f"SELECT id, {', '.join(columns)} FROM items WHERE id IN "
+                                 f"({', '.join('?' * len(chunk))})", chunk)
+        return found
+
+    def matching(self, f: Filter) -> np.ndarray:
+        """Ids whose row passes filter ``f`` (text fields kept on disk, e.g. image)."""
+        clause, params = f.sql()
+        return np.array([r[0] for r in self._query(f"SELECT id FROM items WHERE {clause}",
+                                                   params)], dtype=np.int64)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
 
 def read_header(path: Path) -> dict:

@@ -99,8 +99,7 @@ class MilvusIndex(VectorIndex):
             self.client.delete(self.collection, ids=extra.tolist())
         gone = mine[~np.isin(mine, stored)]
         if len(gone):
-            self.table = self.table.drop(index=gone)
-            self._dirty = True
+            self._drop_rows(gone)
 
     # ------------------------------------------------------------------ writes
     def _add_vectors(self, ids, vectors, table: pd.DataFrame) -> None:
@@ -128,6 +127,11 @@ class MilvusIndex(VectorIndex):
 
     # ------------------------------------------------------------------ reads
     def _search(self, queries, k, filters) -> Neighbours:
+        unstored = sorted({f.field for f in filters if f.field == "image"})
+        if unstored:
+            raise ConfigError(f"{self.path}: the milvus backend cannot filter on {unstored[0]} "
+                              "(not stored in Milvus); filter on id, subject, time, side, view, "
+                              "study or labels.")
         expr = combined_expression(filters)
         ids = np.full((len(queries), k), -1, np.int64)
         scores = np.full((len(queries), k), -np.inf, np.float32)

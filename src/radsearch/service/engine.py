@@ -95,7 +95,8 @@ class SearchEngine:
         """The item's image as indexed (path from the index metadata, never from a request)."""
         from radsearch.images import read_image
 
-        return read_image(self._row(item_id)["image"])
+        self._row(item_id)   # unknown id → ItemNotFound; the image path is not in index.table
+        return read_image(self.index.items([item_id])["image"].iloc[0])
 
     def info(self) -> dict:
         info = self.index.info()
