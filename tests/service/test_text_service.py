@@ -81,14 +81,13 @@ def test_text_search_answers_like_the_searcher(client, text_engine, tmp_path):
 def test_image_upload_on_an_mmdl_index_finds_itself(client, text_engine):
     """The MMDL image branch serves POST /search too: an archived image uploaded as a PNG comes
     back first, with cosine 1 (upload decoding + the trainer's preprocessing = indexing)."""
-    table = text_engine.index.table
-    first = table.iloc[0]
-    png = Path(first["image"]).read_bytes()
+    first_id = int(text_engine.index.ids()[0])
+    png = Path(text_engine.index.items([first_id])["image"].iloc[0]).read_bytes()
     answer = client.post("/search", files=[("images", ("q.png", png, "image/png"))],
                          data={"k": "3"})
     assert answer.status_code == 200, answer.text
     top = answer.json()["hits"][0]
-    assert top["id"] == str(int(first.name)) and top["score"] == pytest.approx(1.0, abs=1e-5)
+    assert top["id"] == str(first_id) and top["score"] == pytest.approx(1.0, abs=1e-5)
 
 
 @pytest.mark.parametrize("body, status, message", [
