@@ -212,10 +212,9 @@ def sorted_chunks(query: torch.Tensor, gallery: torch.Tensor, *,
     # order, block start/end (int64) + the per-relevance work arrays of the metrics
     rows = chunk_rows(n_gallery, 80, memory_mb)
     positions = np.arange(n_gallery)
-    gallery_t = np.ascontiguousarray(gallery.numpy().T)
-    query_np = query.numpy()
+    query_np, gallery_np = query.numpy(), gallery.numpy()
     for start, stop in _chunks(n_queries, rows):
-        negated = -(query_np[start:stop] @ gallery_t)  # ascending sort = decreasing similarity
+        negated = -similarities(query_np, gallery_np, start, stop)  # ascending = decreasing
         if query_in_gallery is not None:
             own = np.asarray(query_in_gallery[start:stop], np.int64)
             inside = np.flatnonzero(own >= 0)
@@ -233,6 +232,18 @@ def sorted_chunks(query: torch.Tensor, gallery: torch.Tensor, *,
                                           axis=1)[:, ::-1]
         block_start = np.maximum.accumulate(np.where(first, positions, 0), axis=1)
         yield SortedChunk(start, order, block_start, np.ascontiguousarray(block_end))
+
+
+def similarities(query: np.ndarray, gallery: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """float32 dot products of query rows start..stop with every gallery row [stop-start, G].
+
+    Always a matrix-matrix product (a single row is doubled): BLAS computes one row through a
+    different kernel (gemv), whose last bits can differ, and the engines must agree bit for bit
+    whatever their chunk sizes. ``gallery.T`` is passed as a view: no transposed copy.
+    """
+    if stop - start == 1:
+        return np.matmul(query[[start, start]], gallery.T)[:1]
+    return np.matmul(query[start:stop], gallery.T)
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
