@@ -65,37 +65,39 @@ def query_metrics(ranks: RelevantRanks, *, cmc_ks: Sequence[int] = FORENSIC_CMC_
         raise ConfigError(f"unknown mAP@k normalisation {normalisation!r}; use one of "
                           f"{', '.join(NORMALISATIONS)}.")
     n = ranks.n_queries
-    q, a, r = ranks.query, ranks.ge_all.astype(np.float64), ranks.ge_rel.astype(np.float64)
+    q, a, r = ranks.query, ranks.ge_all, ranks.ge_rel  # int64: comparisons stay exact
     big_r = ranks.n_relevant.astype(np.float64)
-    precision = r / a if len(a) else np.zeros(0)
+    precision = np.true_divide(r, a) if len(a) else np.zeros(0)  # = float(r) / float(a)
 
-    def count(mask: np.ndarray) -> np.ndarray:  # relevant items per query where mask holds
-        return np.bincount(q[mask], minlength=n).astype(np.float64)
+    def count(rows: np.ndarray) -> np.ndarray:  # pairs per query
+        return np.bincount(rows, minlength=n).astype(np.float64)
 
-    def precision_sum(mask: np.ndarray | None = None) -> np.ndarray:
-        if mask is None:
-            return np.bincount(q, weights=precision, minlength=n)
-        return np.bincount(q[mask], weights=precision[mask], minlength=n)
-
-    first = np.full(n, np.inf)
-    np.minimum.at(first, q, a)
     values: dict[str, np.ndarray] = {}
+    first = _first_rank(q, a, n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        values["mAP"] = precision_sum() / big_r
-        within_r = a <= big_r[q]
-        values["mAP@R"] = precision_sum(within_r) / big_r
-        values["R-precision"] = count(within_r) / big_r
+        values["mAP"] = np.bincount(q, weights=precision, minlength=n) / big_r
+        within_r = a <= ranks.n_relevant[q]
+        values["mAP@R"] = np.bincount(q[within_r], weights=precision[within_r],
+                                      minlength=n) / big_r
+        values["R-precision"] = count(q[within_r]) / big_r
         values["MRR"] = 1.0 / first
+        # The remaining metrics read few pairs: select them once. Filtering keeps the pairs'
+        # order, so every bincount adds the same numbers in the same order as over all pairs.
         impostors_before = a - r
+        few = impostors_before < max(cmc_ks, default=0)
+        q_few, impostors_few = q[few], impostors_before[few]
         for k in cmc_ks:
-            values[f"CMC@{k}"] = count(impostors_before < k) / big_r
+            values[f"CMC@{k}"] = count(q_few[impostors_few < k]) / big_r
         for k in cmc_ks:
             values[f"CMC@{k}_first"] = (first <= k).astype(np.float64)
+        top = a <= max([*precision_ks, *map_ks], default=0)
+        q_top, a_top, precision_top = q[top], a[top], precision[top]
         for k in precision_ks:
-            values[f"P@{k}"] = count(a <= k) / k
+            values[f"P@{k}"] = count(q_top[a_top <= k]) / k
         for k in map_ks:
-            top = a <= k
-            values[f"mAP@{k}"] = _normalise_map_at_k(precision_sum(top), count(top), k, big_r,
+            in_k = a_top <= k
+            summed = np.bincount(q_top[in_k], weights=precision_top[in_k], minlength=n)
+            values[f"mAP@{k}"] = _normalise_map_at_k(summed, count(q_top[in_k]), k, big_r,
                                                      normalisation)
     skipped = ranks.n_relevant == 0
     for value in values.values():
@@ -257,6 +259,21 @@ def collect_results(results, n_queries: int) -> dict[str, PerQueryMetrics]:
             values[name][key][target] = value
         n_relevant[name][target] = local.n_relevant
     return {name: PerQueryMetrics(values[name], n_relevant[name]) for name in values}
+
+
+def _first_rank(q: np.ndarray, a: np.ndarray, n: int) -> np.ndarray:
+    """Smallest rank count per query (inf for queries without pairs), as float64.
+
+    Pairs listed query by query (both engines do) take a segment minimum; any order works.
+    """
+    first = np.full(n, np.inf)
+    if len(q) and np.all(q[1:] >= q[:-1]):
+        bounds = np.searchsorted(q, np.arange(n + 1))
+        has = bounds[1:] > bounds[:-1]
+        first[has] = np.minimum.reduceat(a, bounds[:-1][has])
+    else:
+        np.minimum.at(first, q, a)
+    return first
 
 
 def _normalise_map_at_k(summed: np.ndarray, found: np.ndarray, k: int, big_r: np.ndarray,
