@@ -35,13 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from radsearch.evaluation.metrics import (PerQueryMetrics, RelevantRanks, collect_results,
-                                          query_metrics)
+from radsearch.evaluation.metrics import (PerQueryMetrics, RankSums, collect_results,
+                                          metrics_from_sums)
 from radsearch.evaluation.ranking import DEFAULT_MEMORY_MB, _chunks, chunk_rows, similarities
 
-# bytes per (query, database item) cell at the peak of a chunk: scores and keys, two radix
-# passes with int64 permutations, the ranked codes, relevance and running counts
-_BYTES_PER_CELL = 56
+# bytes per (query, database item) cell of a chunk: its similarities (and room for one row's
+# work arrays); large chunks stream the database through the matrix product fewer times
+_BYTES_PER_CELL = 8
 
 
 def label_set_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,25 +163,26 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor, sets: LabelSe
         if own is not None:
             inside = np.flatnonzero(own >= 0)
             scores[inside, own[inside]] = -np.inf  # below every other item, as in the reference
-        keys = ordered_keys(scores)
-        del scores
         shares, same, gain = sets.tables(start, stop)
         overall_table = shares if relevance == "any" else same
         labels = sets.label_q[start:stop]
-        names = ["all"] + [name for c, name in enumerate(class_names) if labels[:, c].any()]
-        pairs = {name: _Pairs() for name in names}
+        classes = [c for c in range(len(class_names)) if labels[:, c].any()]
+        names = ["all", *(class_names[c] for c in classes)]
+        sums = {name: _RowSums(stop - start if name == "all" else int(labels[:, c].sum()),
+                               cmc_ks, [*precision_ks, *map_ks], map_ks)
+                for name, c in zip(names, [-1, *classes])}
         dcg = {k: np.empty(stop - start) for k in ndcg_ks}
         for i in range(stop - start):
-            order, block_end = radix_rank(keys[i], positions)
+            order, block_end = radix_rank(ordered_keys(scores[i]), positions)
             codes = sets.code_db.take(order)  # label-set code at each rank
             if own is not None and own[i] >= 0:  # the own row, the only -inf, ranks last
                 codes[-1] = sets.excluded
             overall = overall_table[i].take(codes)
-            pairs["all"].add(i, overall, block_end)
+            sums["all"].add(i, overall, block_end)
             for c in np.flatnonzero(labels[i]):
                 relevant = (sets.has_class[:, c].take(codes) if per_class_relevance == "class"
                             else overall)
-                pairs[class_names[c]].add(i, relevant, block_end)
+                sums[class_names[c]].add(i, relevant, block_end)
             for k in ndcg_ks:
                 dcg[k][i] = _row_dcg(gain[i], codes, block_end, k)
         ndcg = {}
@@ -190,9 +191,9 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor, sets: LabelSe
             with np.errstate(divide="ignore", invalid="ignore"):
                 ndcg[f"nDCG@{k}"] = np.where(ideal > 0, dcg[k] / ideal, np.nan)
         out = []
-        for name, collected in pairs.items():
+        for name, collected in sums.items():
             rows = np.asarray(collected.rows, np.int64)
-            local = query_metrics(collected.ranks(), **options)
+            local = metrics_from_sums(collected.sums(), **options)
             local.values.update({key: value[rows] for key, value in ndcg.items()})
             out.append((name, rows + start, local))
         return out
@@ -207,14 +208,16 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor, sets: LabelSe
 def ordered_keys(scores: np.ndarray) -> np.ndarray:
     """uint32 keys ascending like decreasing score; equal floats, and only they, share a key.
 
-    The float32 bits of −score (+0.0 turns −0.0 into +0.0) mapped to an order-preserving
-    unsigned integer: negative floats reverse their magnitude order, the sign bit flips.
+    From the float32 bits b (after + 0.0, which turns −0.0 into +0.0): a negative float's bits
+    already grow as the float falls; a non-negative float's are flipped in their low 31 bits,
+    and its sign bit 0 puts every one of them before the negative floats.
     """
-    bits = (np.negative(scores, dtype=np.float32) + np.float32(0.0)).view(np.int32)
-    np.bitwise_xor(bits, 0x7FFFFFFF, out=bits, where=bits < 0)  # signed, ordered like −score
-    keys = bits.view(np.uint32)
-    keys ^= np.uint32(0x80000000)
-    return keys
+    bits = (scores + np.float32(0.0)).view(np.int32)
+    flip = bits >> 31  # -1 for negative floats, 0 otherwise
+    np.invert(flip, out=flip)
+    flip &= 0x7FFFFFFF
+    bits ^= flip
+    return bits.view(np.uint32)
 
 
 def radix_rank(keys: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -239,33 +242,55 @@ def radix_rank(keys: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.
     return order, block_end
 
 
-class _Pairs:
-    """Rank counts of one relevance definition, gathered row by row in rank order."""
+class _RowSums:
+    """:class:`~radsearch.evaluation.metrics.RankSums` of one relevance definition, filled row
+    by row from relevance in rank order: along a ranked row the rank counts a_j, r_j and the
+    impostors a_j − r_j never decrease, so every "how many / how much up to k" is a prefix — a
+    binary search and one running sum of the precisions (added in the reference's order)."""
 
-    def __init__(self):
+    def __init__(self, n_rows: int, cmc_ks: Sequence[int], count_ks: Sequence[int],
+                 sum_ks: Sequence[int]):
         self.rows: list[int] = []
-        self.ge_all: list[np.ndarray] = []
-        self.ge_rel: list[np.ndarray] = []
+        self.ks = [np.asarray(ks, np.int64) for ks in (cmc_ks, count_ks, sum_ks)]
+        self.n_relevant = np.zeros(n_rows, np.int64)
+        self.totals = np.zeros((3, n_rows))  # Σ p, Σ_{a ≤ R} p, #{a ≤ R}
+        self.first = np.full(n_rows, np.inf)
+        self.by_k = [np.zeros((len(ks), n_rows)) for ks in self.ks]
 
     def add(self, row: int, relevant: np.ndarray, block_end: np.ndarray | None) -> None:
+        at = len(self.rows)
+        self.rows.append(row)
         index = np.flatnonzero(relevant)  # ranks of the relevant items, increasing
-        ge_rel = np.arange(1, len(index) + 1, dtype=np.int64)
+        n_relevant = len(index)
+        self.n_relevant[at] = n_relevant
+        if not n_relevant:
+            return
+        ge_rel = np.arange(1, n_relevant + 1, dtype=np.int64)
         if block_end is None:
             last = index
         else:
             last = block_end.take(index)
             moved = np.flatnonzero(last != index)  # not at its block's end: count the block
             ge_rel[moved] = np.searchsorted(index, last[moved], side="right")
-        self.rows.append(row)
-        self.ge_all.append(last + 1)
-        self.ge_rel.append(ge_rel)
+        ge_all = last + 1
+        running = np.cumsum(np.true_divide(ge_rel, ge_all))  # Σ p one after another
 
-    def ranks(self) -> RelevantRanks:
-        counts = np.array([len(x) for x in self.ge_all], dtype=np.int64)
-        empty = [np.zeros(0, np.int64)]
-        return RelevantRanks(len(self.rows), np.repeat(np.arange(len(self.rows)), counts),
-                             np.concatenate(self.ge_all or empty),
-                             np.concatenate(self.ge_rel or empty), counts)
+        def running_at(counts: np.ndarray) -> np.ndarray:
+            return np.where(counts > 0, running.take(np.maximum(counts - 1, 0)), 0.0)
+
+        within_r = np.searchsorted(ge_all, n_relevant, side="right")
+        self.totals[:, at] = running[-1], running_at(np.asarray(within_r)), within_r
+        self.first[at] = ge_all[0]
+        cmc_ks, count_ks, sum_ks = self.ks
+        self.by_k[0][:, at] = np.searchsorted(ge_all - ge_rel, cmc_ks, side="left")
+        self.by_k[1][:, at] = np.searchsorted(ge_all, count_ks, side="right")
+        self.by_k[2][:, at] = running_at(np.searchsorted(ge_all, sum_ks, side="right"))
+
+    def sums(self) -> RankSums:
+        cmc_ks, count_ks, sum_ks = (ks.tolist() for ks in self.ks)
+        return RankSums(self.n_relevant, *self.totals, self.first,
+                        dict(zip(cmc_ks, self.by_k[0])), dict(zip(count_ks, self.by_k[1])),
+                        dict(zip(sum_ks, self.by_k[2])))
 
 
 def _row_dcg(gain: np.ndarray, codes: np.ndarray, block_end: np.ndarray | None, k: int
