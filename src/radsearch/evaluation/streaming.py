@@ -148,11 +148,14 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor, sets: LabelSe
     """
     n_queries, n_gallery = query.shape[0], gallery.shape[0]
     threads = max(1, min(int(threads or torch.get_num_threads()), 8))
-    rows_per_chunk = chunk_rows(n_gallery, _BYTES_PER_CELL, memory_mb)
+    # enough chunks to keep every thread busy, none larger than memory_mb
+    rows_per_chunk = min(chunk_rows(n_gallery, _BYTES_PER_CELL, memory_mb),
+                         max(2, -(-n_queries // (4 * threads))))
     query_np, gallery_np = query.numpy(), gallery.numpy()
     options = dict(cmc_ks=cmc_ks, precision_ks=precision_ks, map_ks=map_ks,
                    normalisation=normalisation)
     ndcg_ks = [int(k) for k in ndcg_ks]
+    ks = (cmc_ks, [*precision_ks, *map_ks], map_ks)  # what _RowSums counts and sums
     positions = np.arange(n_gallery, dtype=np.int64)
 
     def one_chunk(bounds: tuple[int, int]) -> list:
@@ -166,15 +169,13 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor, sets: LabelSe
         shares, same, gain = sets.tables(start, stop)
         overall_table = shares if relevance == "any" else same
         labels = sets.label_q[start:stop]
-        classes = [c for c in range(len(class_names)) if labels[:, c].any()]
-        names = ["all", *(class_names[c] for c in classes)]
-        sums = {name: _RowSums(stop - start if name == "all" else int(labels[:, c].sum()),
-                               cmc_ks, [*precision_ks, *map_ks], map_ks)
-                for name, c in zip(names, [-1, *classes])}
+        sums = {"all": _RowSums(stop - start, *ks)}
+        sums.update({name: _RowSums(int(labels[:, c].sum()), *ks)
+                     for c, name in enumerate(class_names) if labels[:, c].any()})
         dcg = {k: np.empty(stop - start) for k in ndcg_ks}
         for i in range(stop - start):
-            order, block_end = radix_rank(ordered_keys(scores[i]), positions)
-            codes = sets.code_db.take(order)  # label-set code at each rank
+            # label-set code at each rank
+            codes, block_end = radix_rank(ordered_keys(scores[i]), sets.code_db, positions)
             if own is not None and own[i] >= 0:  # the own row, the only -inf, ranks last
                 codes[-1] = sets.excluded
             overall = overall_table[i].take(codes)
@@ -220,26 +221,27 @@ def ordered_keys(scores: np.ndarray) -> np.ndarray:
     return bits.view(np.uint32)
 
 
-def radix_rank(keys: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Index at each rank of one row of :func:`ordered_keys` and each rank's tie-block end.
+def radix_rank(keys: np.ndarray, codes: np.ndarray, positions: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``codes`` in rank order for one row of :func:`ordered_keys`, and each rank's tie-block end.
 
-    Two stable passes on the 16-bit halves (numpy sorts 16-bit keys stably by radix, O(n)):
-    ties stay in index order. ``block_end`` is None when the row has no tie.
+    Two stable passes on the 16-bit halves of the keys (numpy sorts 16-bit keys stably by radix,
+    in O(n)); ties stay in index order. ``block_end`` is None when the row has no tie.
     """
     first = np.argsort((keys & np.uint32(0xFFFF)).astype(np.uint16), kind="stable")
-    high = (keys >> np.uint32(16)).astype(np.uint16).take(first)
-    order = first.take(np.argsort(high, kind="stable"))
-    ranked = keys.take(order)
+    keys = keys.take(first)
+    second = np.argsort((keys >> np.uint32(16)).astype(np.uint16), kind="stable")
+    ranked = keys.take(second)
+    ranked_codes = codes.take(first).take(second)
     tied = np.flatnonzero(ranked[1:] == ranked[:-1])  # rank p ties with rank p + 1
     if not len(tied):
-        return order, None
+        return ranked_codes, None
     # runs of consecutive tied ranks: each rank of a run ends its block one past the run's end
     breaks = np.flatnonzero(np.diff(tied) != 1)
     run_last = np.append(tied[breaks], tied[-1])
-    run_of = np.searchsorted(run_last, tied)
     block_end = positions.copy()
-    block_end[tied] = run_last[run_of] + 1
-    return order, block_end
+    block_end[tied] = run_last[np.searchsorted(run_last, tied)] + 1
+    return ranked_codes, block_end
 
 
 class _RowSums:
