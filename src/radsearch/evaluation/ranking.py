@@ -219,7 +219,7 @@ def sorted_chunks(query: torch.Tensor, gallery: torch.Tensor, *,
             own = np.asarray(query_in_gallery[start:stop], np.int64)
             inside = np.flatnonzero(own >= 0)
             negated[inside, own[inside]] = np.inf
-        order = np.argsort(negated, axis=1)  # ties in any order: tie blocks are handled below
+        order = np.argsort(negated, axis=1)  # ties put in index order below
         ordered = np.take_along_axis(negated, order, 1)
         del negated
         differs = ordered[:, 1:] != ordered[:, :-1]
@@ -231,7 +231,23 @@ def sorted_chunks(query: torch.Tensor, gallery: torch.Tensor, *,
         block_end = np.minimum.accumulate(np.where(last, positions, n_gallery)[:, ::-1],
                                           axis=1)[:, ::-1]
         block_start = np.maximum.accumulate(np.where(first, positions, 0), axis=1)
-        yield SortedChunk(start, order, block_start, np.ascontiguousarray(block_end))
+        block_end = np.ascontiguousarray(block_end)
+        _index_order_within_ties(order, block_start, block_end)
+        yield SortedChunk(start, order, block_start, block_end)
+
+
+def _index_order_within_ties(order: np.ndarray, block_start: np.ndarray,
+                             block_end: np.ndarray) -> None:
+    """Put the items of each tie block in index order (in place), as a stable sort would.
+
+    Metrics never depend on the order inside a tie block, but nDCG's block sums add the gains in
+    that order: a fixed order makes its last bits reproducible (and equal to the streamed
+    engine's). Tied items are few, so only they are re-sorted.
+    """
+    rows, ranks = np.nonzero(block_end != block_start)
+    if len(rows):
+        items = order[rows, ranks]
+        order[rows, ranks] = items[np.lexsort((items, block_start[rows, ranks], rows))]
 
 
 def similarities(query: np.ndarray, gallery: np.ndarray, start: int, stop: int) -> np.ndarray:
