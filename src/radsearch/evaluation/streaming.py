@@ -1,30 +1,31 @@
 """Diagnostic retrieval at archive scale: a radix ranking per row and label-set lookup tables.
 
 The row-sorting reference (:func:`radsearch.evaluation.metrics.dense_retrieval`) argsorts every
-float similarity row, builds a dense relevance and gain matrix per chunk and gathers them in rank
-order: about 6 minutes projected for MIMIC-CXR's ~3.3k test queries × 220k database images on 2
-cores. Here, per chunk of query rows:
+float similarity row, builds a dense relevance and gain matrix per chunk, gathers them in rank
+order and lists every (query, relevant item) pair — at MIMIC-CXR scale (~3.3k test queries ×
+220k database images) several minutes on 2 cores (docs/benchmarks.md). Here, per query row:
 
-* **ranking**: each similarity is mapped to an order-preserving unsigned 32-bit key (equal floats,
-  and only they, share a key) and the row is ordered by a two-pass LSD radix sort — two stable
-  argsorts of 16-bit digits, which numpy runs as O(n) radix sorts, several times faster than any
-  comparison sort of 220k floats. Tie blocks come from equal neighbouring keys;
+* **ranking**: each float32 similarity becomes an order-preserving uint32 key (equal floats, and
+  only they, share a key); two stable argsorts of its 16-bit halves — which numpy runs as O(n)
+  radix sorts — rank the row (a least-significant-digit radix sort), several times faster than a
+  comparison argsort of 220k floats. Tie blocks are runs of equal neighbouring keys;
 * **relevance without a dense matrix**: "shares ≥ 1 label", "same label set", "has class c" and
-  the Jaccard gain of nDCG depend only on the pair (query label set, database label set). Each
-  database item's label-set code is put in rank order once; every relevance definition is then a
-  lookup in a small table [chunk rows, database label sets] from one bit-matrix product of label
-  sets;
-* **rank counting**: for every relevant item, the items and the relevant items scoring at least as
-  high (its whole tie block included) come from the running relevant count along the ranked row —
-  exactly :class:`~radsearch.evaluation.ranking.RelevantRanks`, in the reference's order, so every
-  metric (AP, mAP@R, R-precision, MRR, CMC, P@k, mAP@k) is computed by the same closed forms;
-* **nDCG@k** reads only the top positions (the tie blocks reaching into the top k) and takes its
+  the Jaccard gain of nDCG depend only on the pair (query label set, database label set). The
+  database's label-set codes ride along the two radix passes, so each relevance definition is a
+  lookup in a small table [query, database label set] (one product of label-set bit matrices);
+* **counting instead of listing pairs**: along a ranked row, the rank counts of the relevant
+  items (items and relevant items scoring at least as high, whole tie block included) never
+  decrease, so every "how many / how much up to rank k, up to R, up to k impostors" is a binary
+  search plus one running sum of the precisions, added in the reference's order (identical
+  floats);
+* **nDCG@k** reads only the top ranks (the tie blocks reaching into the top k) and takes its
   ideal DCG from the database's label-set counts, cached per query label set.
 
-Tie policy (identical to the reference and to scikit-learn's ``average_precision_score``): items
-with equal float32 similarity form one block and every item of a block is ranked at the block's
-end; nDCG averages the gains over a block (scikit-learn's ``ndcg_score``). The self-match of a
-query in its own database scores below every other item and is never relevant (gain 0).
+Tie policy (the reference's and scikit-learn's ``average_precision_score`` / ``ndcg_score``):
+items with equal float32 similarity form one block; each of them is ranked at the block's end
+(precision counted there), and nDCG averages the gains over the block. Inside a block items are in
+database order in both engines, so even nDCG's block sums agree to the last bit. The self-match of
+a query in its own database scores below every other item and is never relevant (gain 0).
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor, sets: LabelSe
         for i in range(stop - start):
             # label-set code at each rank
             codes, block_end = radix_rank(ordered_keys(scores[i]), sets.code_db, positions)
+            codes = codes.astype(np.intp)  # index type of every lookup below
             if own is not None and own[i] >= 0:  # the own row, the only -inf, ranks last
                 codes[-1] = sets.excluded
             overall = overall_table[i].take(codes)
