@@ -73,10 +73,10 @@ def test_radix_rank_equals_a_stable_argsort(ties):
     n = 5000
     x = (rng.integers(-20, 20, n) / 8 if ties else rng.permutation(n) / n - 0.5)
     x = x.astype(np.float32)
-    codes = rng.integers(0, 300, n).astype(np.int16)
+    codes = rng.integers(0, 2**32, n, dtype=np.uint64)
     ranked_codes, block_end = radix_rank(ordered_keys(x.copy()), codes, np.arange(n))
     order = np.argsort(-x, kind="stable")
-    np.testing.assert_array_equal(ranked_codes, codes[order])
+    np.testing.assert_array_equal(ranked_codes, codes[order].astype(np.intp))
     ranked = x[order]
     expected_end = np.searchsorted(-ranked, -ranked, side="right") - 1  # last equal rank
     if ties:

@@ -79,8 +79,7 @@ class LabelSets:
         code_db, first, self.set_counts = label_set_codes(label_db)
         self.sets = label_db[first]  # [S, C]
         self.excluded = len(first)  # code of the "excluded" column
-        small = np.int16 if self.excluded < np.iinfo(np.int16).max else np.int32
-        self.code_db = code_db.astype(small)
+        self.code_db = code_db.astype(np.uint64)  # packed beside the keys by radix_rank
         self.set_sizes = self.sets.sum(1).astype(np.float64)
         self.has_class = np.concatenate([self.sets, np.zeros((1, self.sets.shape[1]), bool)])
         self._sets_f = self.sets.T.astype(np.float32)
@@ -177,7 +176,6 @@ def streamed_retrieval(query: torch.Tensor, gallery: torch.Tensor, sets: LabelSe
         for i in range(stop - start):
             # label-set code at each rank
             codes, block_end = radix_rank(ordered_keys(scores[i]), sets.code_db, positions)
-            codes = codes.astype(np.intp)  # index type of every lookup below
             if own is not None and own[i] >= 0:  # the own row, the only -inf, ranks last
                 codes[-1] = sets.excluded
             overall = overall_table[i].take(codes)
@@ -225,17 +223,22 @@ def ordered_keys(scores: np.ndarray) -> np.ndarray:
 
 def radix_rank(keys: np.ndarray, codes: np.ndarray, positions: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``codes`` in rank order for one row of :func:`ordered_keys`, and each rank's tie-block end.
+    """``codes`` (uint64 < 2^32) in rank order for one row of :func:`ordered_keys`, and each
+    rank's tie-block end (None when the row has no tie).
 
-    Two stable passes on the 16-bit halves of the keys (numpy sorts 16-bit keys stably by radix,
-    in O(n)); ties stay in index order. ``block_end`` is None when the row has no tie.
+    Key and code travel packed in one uint64 (key in the high half) through two stable passes
+    on the key's 16-bit halves — numpy sorts 16-bit keys stably by radix, in O(n) — so ties stay
+    in database order and each pass moves one array.
     """
-    first = np.argsort((keys & np.uint32(0xFFFF)).astype(np.uint16), kind="stable")
-    keys = keys.take(first)
-    second = np.argsort((keys >> np.uint32(16)).astype(np.uint16), kind="stable")
-    ranked = keys.take(second)
-    ranked_codes = codes.take(first).take(second)
-    tied = np.flatnonzero(ranked[1:] == ranked[:-1])  # rank p ties with rank p + 1
+    packed = keys.astype(np.uint64)
+    packed <<= np.uint64(32)
+    packed |= codes
+    packed = packed.take(np.argsort((keys & np.uint32(0xFFFF)).astype(np.uint16),
+                                    kind="stable"))
+    packed = packed.take(np.argsort((packed >> np.uint64(48)).astype(np.uint16), kind="stable"))
+    ranked_codes = (packed & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    packed >>= np.uint64(32)  # the ranked keys
+    tied = np.flatnonzero(packed[1:] == packed[:-1])  # rank p ties with rank p + 1
     if not len(tied):
         return ranked_codes, None
     # runs of consecutive tied ranks: each rank of a run ends its block one past the run's end
