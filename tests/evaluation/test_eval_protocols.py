@@ -251,28 +251,3 @@ def test_forensic_split_option_equals_evaluating_the_subset():
     assert list(got.query_rows) == list(np.flatnonzero(mask)[expected.query_rows])
     with pytest.raises(DataError, match="split 'val' has no rows"):
         evaluate_forensic(emb, cohort, split="val")
-
-
-@pytest.mark.parametrize("database, queries, ties", [("train", "test", False),
-                                                     ("train", "train", False),
-                                                     ("train", "test", True)])
-def test_streamed_diagnostic_equals_the_row_sorting_reference(database, queries, ties):
-    # issue 11 item 8: the streamed engine must give exactly the reference's numbers
-    rng = np.random.default_rng(21)
-    cohort = _label_cohort(rng, 240)
-    emb = rng.normal(size=(240, 6))
-    if ties:  # few distinct similarities: large tie blocks everywhere, also across the top k
-        emb = rng.integers(-1, 2, size=(240, 3)).astype(float)
-        emb[~emb.any(1)] = 1.0
-    for relevance in ("any", "exact"):
-        for per_class in ("class", "overall"):
-            options = dict(database=database, queries=queries, relevance=relevance,
-                           per_class_relevance=per_class, ndcg_ks=(1, 5, 10, 500),
-                           memory_mb=0.02)  # several chunks
-            ref = evaluate_diagnostic(emb, cohort, engine="sort", **options)
-            new = evaluate_diagnostic(emb, cohort, **options)
-            assert new.groups.keys() == ref.groups.keys()
-            for name, metrics in ref.groups.items():
-                for key, value in metrics.items():
-                    assert new.groups[name][key] == pytest.approx(value, rel=1e-12, abs=1e-12,
-                                                                  nan_ok=True), (name, key)

@@ -57,50 +57,87 @@ class PerQueryMetrics:
         return out
 
 
+@dataclass
+class RankSums:
+    """Per-query sums over the relevant items from which every metric follows (float64 [n]).
+
+    Sums add the precisions p_j in rank-count order, one after another, however they are built,
+    so the metrics come out bit for bit the same.
+    """
+
+    n_relevant: np.ndarray  # int64: R
+    precision: np.ndarray  # Σ_j p_j
+    precision_within_r: np.ndarray  # Σ_{a_j ≤ R} p_j
+    count_within_r: np.ndarray  # #{a_j ≤ R}
+    first: np.ndarray  # min_j a_j (inf without relevant items)
+    impostors_below: dict[int, np.ndarray]  # k → #{a_j − r_j < k}
+    count_top: dict[int, np.ndarray]  # k → #{a_j ≤ k}
+    precision_top: dict[int, np.ndarray]  # k → Σ_{a_j ≤ k} p_j
+
+
 def query_metrics(ranks: RelevantRanks, *, cmc_ks: Sequence[int] = FORENSIC_CMC_KS,
                   precision_ks: Sequence[int] = (1,), map_ks: Sequence[int] = (),
                   normalisation: str = "dscmr") -> PerQueryMetrics:
     """Every rank-based metric per query from the rank counts (see the module docstring)."""
+    return metrics_from_sums(rank_sums(ranks, cmc_ks, [*precision_ks, *map_ks], map_ks),
+                             cmc_ks=cmc_ks, precision_ks=precision_ks, map_ks=map_ks,
+                             normalisation=normalisation)
+
+
+def rank_sums(ranks: RelevantRanks, cmc_ks: Sequence[int], count_ks: Sequence[int],
+              sum_ks: Sequence[int]) -> RankSums:
+    """:class:`RankSums` of flattened rank counts (pairs in any order)."""
+    n = ranks.n_queries
+    q, a, r = ranks.query, ranks.ge_all, ranks.ge_rel  # int64: comparisons stay exact
+    precision = np.true_divide(r, a) if len(a) else np.zeros(0)  # = float(r) / float(a)
+
+    def count(rows: np.ndarray) -> np.ndarray:  # pairs per query
+        return np.bincount(rows, minlength=n).astype(np.float64)
+
+    within_r = a <= ranks.n_relevant[q]
+    # The remaining sums read few pairs: select them once. Filtering keeps the pairs' order, so
+    # every bincount adds the same numbers in the same order as over all pairs.
+    impostors_before = a - r
+    few = impostors_before < max(cmc_ks, default=0)
+    q_few, impostors_few = q[few], impostors_before[few]
+    top = a <= max(count_ks, default=0)
+    q_top, a_top, precision_top = q[top], a[top], precision[top]
+    return RankSums(
+        ranks.n_relevant, np.bincount(q, weights=precision, minlength=n),
+        np.bincount(q[within_r], weights=precision[within_r], minlength=n), count(q[within_r]),
+        _first_rank(q, a, n), {k: count(q_few[impostors_few < k]) for k in cmc_ks},
+        {k: count(q_top[a_top <= k]) for k in count_ks},
+        {k: np.bincount(q_top[a_top <= k], weights=precision_top[a_top <= k], minlength=n)
+         for k in sum_ks})
+
+
+def metrics_from_sums(sums: RankSums, *, cmc_ks: Sequence[int] = FORENSIC_CMC_KS,
+                      precision_ks: Sequence[int] = (1,), map_ks: Sequence[int] = (),
+                      normalisation: str = "dscmr") -> PerQueryMetrics:
+    """The closed forms of the module docstring; queries with R = 0 get NaN."""
     if normalisation not in NORMALISATIONS:
         raise ConfigError(f"unknown mAP@k normalisation {normalisation!r}; use one of "
                           f"{', '.join(NORMALISATIONS)}.")
-    n = ranks.n_queries
-    q, a, r = ranks.query, ranks.ge_all.astype(np.float64), ranks.ge_rel.astype(np.float64)
-    big_r = ranks.n_relevant.astype(np.float64)
-    precision = r / a if len(a) else np.zeros(0)
-
-    def count(mask: np.ndarray) -> np.ndarray:  # relevant items per query where mask holds
-        return np.bincount(q[mask], minlength=n).astype(np.float64)
-
-    def precision_sum(mask: np.ndarray | None = None) -> np.ndarray:
-        if mask is None:
-            return np.bincount(q, weights=precision, minlength=n)
-        return np.bincount(q[mask], weights=precision[mask], minlength=n)
-
-    first = np.full(n, np.inf)
-    np.minimum.at(first, q, a)
+    big_r = sums.n_relevant.astype(np.float64)
     values: dict[str, np.ndarray] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        values["mAP"] = precision_sum() / big_r
-        within_r = a <= big_r[q]
-        values["mAP@R"] = precision_sum(within_r) / big_r
-        values["R-precision"] = count(within_r) / big_r
-        values["MRR"] = 1.0 / first
-        impostors_before = a - r
+        values["mAP"] = sums.precision / big_r
+        values["mAP@R"] = sums.precision_within_r / big_r
+        values["R-precision"] = sums.count_within_r / big_r
+        values["MRR"] = 1.0 / sums.first
         for k in cmc_ks:
-            values[f"CMC@{k}"] = count(impostors_before < k) / big_r
+            values[f"CMC@{k}"] = sums.impostors_below[k] / big_r
         for k in cmc_ks:
-            values[f"CMC@{k}_first"] = (first <= k).astype(np.float64)
+            values[f"CMC@{k}_first"] = (sums.first <= k).astype(np.float64)
         for k in precision_ks:
-            values[f"P@{k}"] = count(a <= k) / k
+            values[f"P@{k}"] = sums.count_top[k] / k
         for k in map_ks:
-            top = a <= k
-            values[f"mAP@{k}"] = _normalise_map_at_k(precision_sum(top), count(top), k, big_r,
-                                                     normalisation)
-    skipped = ranks.n_relevant == 0
+            values[f"mAP@{k}"] = _normalise_map_at_k(sums.precision_top[k], sums.count_top[k],
+                                                     k, big_r, normalisation)
+    skipped = sums.n_relevant == 0
     for value in values.values():
         value[skipped] = np.nan
-    return PerQueryMetrics(values, ranks.n_relevant.copy())
+    return PerQueryMetrics(values, sums.n_relevant.copy())
 
 
 # ----------------------------------------------------------------------------- identities
@@ -257,6 +294,21 @@ def collect_results(results, n_queries: int) -> dict[str, PerQueryMetrics]:
             values[name][key][target] = value
         n_relevant[name][target] = local.n_relevant
     return {name: PerQueryMetrics(values[name], n_relevant[name]) for name in values}
+
+
+def _first_rank(q: np.ndarray, a: np.ndarray, n: int) -> np.ndarray:
+    """Smallest rank count per query (inf for queries without pairs), as float64.
+
+    Pairs listed query by query (both engines do) take a segment minimum; any order works.
+    """
+    first = np.full(n, np.inf)
+    if len(q) and np.all(q[1:] >= q[:-1]):
+        bounds = np.searchsorted(q, np.arange(n + 1))
+        has = bounds[1:] > bounds[:-1]
+        first[has] = np.minimum.reduceat(a, bounds[:-1][has])
+    else:
+        np.minimum.at(first, q, a)
+    return first
 
 
 def _normalise_map_at_k(summed: np.ndarray, found: np.ndarray, k: int, big_r: np.ndarray,

@@ -23,7 +23,7 @@ from radsearch.errors import ConfigError, DataError
 from radsearch.evaluation.metrics import (FORENSIC_CMC_KS, NORMALISATIONS, PerQueryMetrics,
                                           classification_accuracy, dense_retrieval, query_metrics)
 from radsearch.evaluation.ranking import DEFAULT_MEMORY_MB, identity_ranks, prepare
-from radsearch.evaluation.streaming import LabelGains, label_set_codes, streamed_retrieval
+from radsearch.evaluation.streaming import LabelSets, label_set_codes, streamed_retrieval
 
 YEAR_TOLERANCE = 1e-6  # 11.9999999 years (days / 365.25 rounding) still counts as 12
 RELEVANCE_MODES = ("any", "exact")
@@ -329,8 +329,10 @@ def evaluate_diagnostic(embeddings: Embeddings, cohort: Cohort, *, database: str
                    precision_ks=ks, map_ks=ks, normalisation=normalisation, memory_mb=memory_mb)
     if engine == "stream":
         per_name = streamed_retrieval(vectors[torch.from_numpy(q_rows)],
-                                      vectors[torch.from_numpy(db_rows)], relevance_of,
-                                      LabelGains(label_q, label_db, self_index), **options)
+                                      vectors[torch.from_numpy(db_rows)],
+                                      LabelSets(label_q, label_db, self_index),
+                                      class_names=class_names, relevance=relevance,
+                                      per_class_relevance=per_class_relevance, **options)
     else:
         per_name = dense_retrieval(vectors[torch.from_numpy(q_rows)],
                                    vectors[torch.from_numpy(db_rows)], relevance_of, jaccard,

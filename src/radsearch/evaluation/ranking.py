@@ -212,15 +212,14 @@ def sorted_chunks(query: torch.Tensor, gallery: torch.Tensor, *,
     # order, block start/end (int64) + the per-relevance work arrays of the metrics
     rows = chunk_rows(n_gallery, 80, memory_mb)
     positions = np.arange(n_gallery)
-    gallery_t = np.ascontiguousarray(gallery.numpy().T)
-    query_np = query.numpy()
+    query_np, gallery_np = query.numpy(), gallery.numpy()
     for start, stop in _chunks(n_queries, rows):
-        negated = -(query_np[start:stop] @ gallery_t)  # ascending sort = decreasing similarity
+        negated = -similarities(query_np, gallery_np, start, stop)  # ascending = decreasing
         if query_in_gallery is not None:
             own = np.asarray(query_in_gallery[start:stop], np.int64)
             inside = np.flatnonzero(own >= 0)
             negated[inside, own[inside]] = np.inf
-        order = np.argsort(negated, axis=1)  # ties in any order: tie blocks are handled below
+        order = np.argsort(negated, axis=1)  # ties put in index order below
         ordered = np.take_along_axis(negated, order, 1)
         del negated
         differs = ordered[:, 1:] != ordered[:, :-1]
@@ -232,7 +231,35 @@ def sorted_chunks(query: torch.Tensor, gallery: torch.Tensor, *,
         block_end = np.minimum.accumulate(np.where(last, positions, n_gallery)[:, ::-1],
                                           axis=1)[:, ::-1]
         block_start = np.maximum.accumulate(np.where(first, positions, 0), axis=1)
-        yield SortedChunk(start, order, block_start, np.ascontiguousarray(block_end))
+        block_end = np.ascontiguousarray(block_end)
+        _index_order_within_ties(order, block_start, block_end)
+        yield SortedChunk(start, order, block_start, block_end)
+
+
+def _index_order_within_ties(order: np.ndarray, block_start: np.ndarray,
+                             block_end: np.ndarray) -> None:
+    """Put the items of each tie block in index order (in place), as a stable sort would.
+
+    Metrics never depend on the order inside a tie block, but nDCG's block sums add the gains in
+    that order: a fixed order makes its last bits reproducible (and equal to the streamed
+    engine's). Tied items are few, so only they are re-sorted.
+    """
+    rows, ranks = np.nonzero(block_end != block_start)
+    if len(rows):
+        items = order[rows, ranks]
+        order[rows, ranks] = items[np.lexsort((items, block_start[rows, ranks], rows))]
+
+
+def similarities(query: np.ndarray, gallery: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """float32 dot products of query rows start..stop with every gallery row [stop-start, G].
+
+    Always a matrix-matrix product (a single row is doubled): BLAS computes one row through a
+    different kernel (gemv), whose last bits can differ, and the engines must agree bit for bit
+    whatever their chunk sizes. ``gallery.T`` is passed as a view: no transposed copy.
+    """
+    if stop - start == 1:
+        return np.matmul(query[[start, start]], gallery.T)[:1]
+    return np.matmul(query[start:stop], gallery.T)
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
