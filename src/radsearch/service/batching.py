@@ -21,6 +21,8 @@ import numpy as np
 class _Job:
     images: Sequence[np.ndarray]
     future: asyncio.Future
+    queued: float                    # loop time when submitted
+    timings: dict | None = None      # filled with queue / forward seconds and the batch size
 
 
 class MicroBatcher:
@@ -51,11 +53,14 @@ class MicroBatcher:
                 pass
         self._pool.shutdown(wait=True)
 
-    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    async def embed(self, images: Sequence[np.ndarray], timings: dict | None = None) -> np.ndarray:
+        """This request's rows; ``timings`` (optional) receives ``queue`` (seconds waiting for
+        the model thread), ``forward`` (seconds of the shared pass) and ``batch`` (its size)."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not awaited")
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(list(images), future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        await self._queue.put(_Job(list(images), future, loop.time(), timings))
         return await future
 
     async def _run(self) -> None:
@@ -77,6 +82,7 @@ class MicroBatcher:
 
     async def _forward(self, loop, jobs: list[_Job]) -> None:
         batch = [image for job in jobs for image in job.images]
+        started = loop.time()
         try:
             rows = await loop.run_in_executor(self._pool, self.forward, batch)
         except Exception as exc:  # noqa: BLE001 — handed to every waiting request
@@ -86,8 +92,11 @@ class MicroBatcher:
             return
         self.batches += 1
         self.images += len(batch)
+        took = loop.time() - started
         start = 0
         for job in jobs:
+            if job.timings is not None:
+                job.timings.update(queue=started - job.queued, forward=took, batch=len(batch))
             stop = start + len(job.images)
             if not job.future.done():
                 job.future.set_result(rows[start:stop])
