@@ -22,7 +22,6 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from radsearch.errors import RadsearchError
@@ -70,6 +69,16 @@ class _Clock:
         self._last = now
 
 
+def _one_native_thread() -> None:
+    """Each work thread runs faiss / BLAS with one thread: the pool's threads are the
+    parallelism. A new thread otherwise gets OpenMP's default (all cores) whatever the main
+    thread set: a 100k-item faiss search from such a thread took ~100 ms instead of ~9 ms on
+    the busy 2-core machine (the 'faiss search' stage of benchmarks/service.py shows it)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def _server_timing(stages: dict[str, float], total: float) -> str:
     """``Server-Timing`` (W3C) value: durations in ms; ``batch`` is a count, sent as desc."""
     parts = [f"{name};dur={value * 1000:.3f}" for name, value in stages.items()
@@ -85,7 +94,8 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
     # decoding, preprocessing and index search run here, beside the single model thread; a
     # small pool (not the 40-thread default) so 8 requests do not fight over 2 cores at once
     work_pool = concurrent.futures.ThreadPoolExecutor(max(1, settings.workers),
-                                                      thread_name_prefix="radsearch-work")
+                                                      thread_name_prefix="radsearch-work",
+                                                      initializer=_one_native_thread)
     audit = AuditLog(settings.audit_log)
     cache = PngCache()
     pages = {route: (resources.files("radsearch.service").joinpath("static", name).read_bytes(),
@@ -201,7 +211,12 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
             await form.close()
         clock.lap("parse")
         digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in blobs)).hexdigest()
-        images, inputs = await in_pool(clock, "decode", _decode_and_prepare, blobs, side, clock)
+        withdraw = batcher.announce()
+        try:
+            images, inputs = await in_pool(clock, "decode", _decode_and_prepare, blobs, side,
+                                           clock)
+        finally:
+            withdraw()                  # no await between here and embed's submission
         shared: dict = {}
         vectors = await batcher.embed(inputs, shared)
         clock.lap("embed")                           # queue + forward + hand-back
@@ -261,8 +276,8 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
 
     async def _png(item_id: int, size: int) -> Response:
         engine.item(item_id)            # 404 before any work for an unknown id
-        png = await run_in_threadpool(cache.get, (item_id, size),
-                                      lambda: to_png(engine.load_image(item_id), size))
+        png = await asyncio.get_running_loop().run_in_executor(
+            work_pool, cache.get, (item_id, size), lambda: to_png(engine.load_image(item_id), size))
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 
