@@ -53,3 +53,20 @@ def test_server_timing_header_only_when_asked(make_client, knee_cohort):
     assert durations["queue"] + durations["forward"] <= durations["embed"] + 1e-3
     laps = sum(v for k, v in durations.items() if k not in ("total", "queue", "forward"))
     assert laps <= durations["total"] + 1e-3          # queue and forward are parts of embed
+
+
+def test_search_json_equals_the_result_dataclass(engine, knee_cohort):
+    """The shallow conversion gives exactly ``SearchResult.to_dict()`` minus paths and query."""
+    from radsearch.service.engine import _public_hit
+
+    image = read_image(Cohort.load(knee_cohort).image_paths()[2])
+    vector = engine.embed([(image, "L")])
+    for by in ("image", "subject"):
+        got = engine.search(vector, k=4, by=by, filters=[], rerank="none")
+        expected = engine.searcher.search_vectors(vector, 4, by=by, filters=[], rerank="none",
+                                                  names=["upload"])[0].to_dict()
+        expected.pop("query")
+        expected["hits"] = [_public_hit(hit) for hit in expected["hits"]]
+        expected["calibrated"] = bool(engine.index.calibration)
+        assert got == expected
+        assert len(got["hits"]) == 4 and "image" not in got["hits"][0]
