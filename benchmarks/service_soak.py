@@ -6,8 +6,8 @@ Same set-up as benchmarks/service.py (index of synthetic vectors, real PNG / DIC
 the demo architecture). Passes when there is no 5xx and no client error; it also prints the server's
 RSS and the latency per minute, so a leak or a slow-down shows.
 
-``--tracemalloc`` runs the server under tracemalloc (slower) and prints the allocation sites that
-grew most between a snapshot after the first minute and one at the end: a Python-level leak shows
+``--tracemalloc`` starts tracemalloc in the server after the first minute (slower from then on)
+and prints the allocation sites of what was allocated since and is still alive at the end: a Python-level leak shows
 there by file and line, while growth that RSS shows and tracemalloc does not is native (the C
 allocator's arenas, torch, faiss). ``--malloc-arena-max N`` sets glibc's MALLOC_ARENA_MAX for the
 server, to test whether per-thread malloc arenas are what grows.
