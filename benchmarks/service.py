@@ -192,12 +192,12 @@ def load(url: str, uploads: list[tuple[str, bytes, str]], clients: int, requests
 
 # the request's stages in the order they happen (server Server-Timing names → table labels)
 STAGES = [("parse", "multipart parse and read"), ("decode_wait", "wait for a work thread"),
-          ("decode", "sniff, header check, decode"), ("prepare", "resize / normalise (transform)"),
+          ("decode", "hash, sniff, header check, decode"),
+          ("prepare", "resize / normalise (transform)"), ("preview", "query preview PNG"),
           ("loop", "hand-back to the event loop (both pool calls)"),
           ("queue", "queue wait for the model thread"), ("forward", "forward pass (shared batch)"),
           ("embed_other", "batch hand-back"), ("search_wait", "wait for a work thread (search)"),
-          ("search", "faiss search + metadata + hits"), ("preview", "query preview PNG"),
-          ("audit", "audit log"), ("json", "JSON rendering"),
+          ("search", "faiss search + metadata + hits"), ("audit", "audit log"), ("json", "JSON rendering"),
           ("outside", "outside the handler: HTTP, uvicorn, middleware, client")]
 
 

@@ -173,6 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     lines += [f"| {m} | {n} | {p50:.1f} | {p99:.1f} | "
               f"{result['rss'].get(m, float('nan')):.0f} |"
               for m, (n, p50, p99) in result["minutes"].items()]
+    rss = result["rss"]
+    if len(rss) >= 5:
+        minutes = sorted(rss)
+        half = minutes[len(minutes) // 2]
+        first = (rss[half] - rss[minutes[0]]) / max(half - minutes[0], 1)
+        second = (rss[minutes[-1]] - rss[half]) / max(minutes[-1] - half, 1)
+        lines += ["", f"RSS growth: {first:+.1f} MB per minute over minutes 0–{half}, "
+                      f"{second:+.1f} MB per minute over minutes {half}–{minutes[-1]} "
+                      "(a leak keeps its slope; allocator warm-up flattens)."]
     if diff:
         lines += [""] + diff
     body = "\n".join(lines)

@@ -210,11 +210,10 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
         finally:
             await form.close()
         clock.lap("parse")
-        digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in blobs)).hexdigest()
         withdraw = batcher.announce()
         try:
-            images, inputs = await in_pool(clock, "decode", _decode_and_prepare, blobs, side,
-                                           clock)
+            digest, inputs, previews = await in_pool(clock, "decode", _decode_and_prepare,
+                                                     blobs, side, clock)
         finally:
             withdraw()                  # no await between here and embed's submission
         shared: dict = {}
@@ -223,11 +222,9 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
         clock.stages.update(queue=shared.get("queue", 0.0), forward=shared.get("forward", 0.0),
                             batch=shared.get("batch", 0))
         result = await in_pool(clock, "search", engine.search, vectors, **params)
-        result["query"] = {"sha256": digest, "images": len(images),
-                           "previews": [data_url(to_png(im, FULL_PX // 2)) for im in images]}
-        clock.lap("preview")
+        result["query"] = {"sha256": digest, "images": len(inputs), "previews": previews}
         client = request.client.host if request.client else "unknown"
-        audit.record(client=client, query_sha256=digest, n_images=len(images), k=params["k"],
+        audit.record(client=client, query_sha256=digest, n_images=len(inputs), k=params["k"],
                      by=params["by"], filters=params["filters"], rerank=params["rerank"],
                      result_ids=[h["id"] for h in result["hits"]], status=200)
         clock.lap("audit")
@@ -237,13 +234,17 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
         return response
 
     def _decode_and_prepare(blobs: list[bytes], side: str, clock: _Clock):
-        """Uploads → decoded images and network inputs (in a worker thread, not the model's)."""
+        """Uploads → (sha256, network inputs, preview PNGs), in a work thread: hashing, decoding
+        and rendering a full-size radiograph take tens of ms and must not block the event loop."""
+        digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in blobs)).hexdigest()
         images = [decode_upload(blob, f"image {i + 1}", settings.limits)
                   for i, blob in enumerate(blobs)]
         clock.lap("decode")
         inputs = [engine.prepare(image, side) for image in images]
         clock.lap("prepare")
-        return images, inputs
+        previews = [data_url(to_png(image, FULL_PX // 2)) for image in images]
+        clock.lap("preview")
+        return digest, inputs, previews
 
     async def in_pool(clock: _Clock, stage: str, fn, *args, **kwargs):
         """``fn`` in the small work pool; the wait for a free worker is stage ``<stage>_wait``,
