@@ -197,7 +197,8 @@ STAGES = [("parse", "multipart parse and read"), ("decode_wait", "wait for a wor
           ("loop", "hand-back to the event loop (both pool calls)"),
           ("queue", "queue wait for the model thread"), ("forward", "forward pass (shared batch)"),
           ("embed_other", "batch hand-back"), ("search_wait", "wait for a work thread (search)"),
-          ("search", "faiss search + metadata + hits"), ("audit", "audit log"), ("json", "JSON rendering"),
+          ("search", "faiss search + metadata + hits"), ("audit", "audit log"),
+          ("json", "JSON rendering"),
           ("outside", "outside the handler: HTTP, uvicorn, middleware, client")]
 
 
