@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
                              "grew between minute 1 and the end")
     parser.add_argument("--malloc-arena-max", type=int, default=None,
                         help="MALLOC_ARENA_MAX for the server process (glibc)")
+    parser.add_argument("--server-src", type=Path, default=None,
+                        help="run the server from another checkout's src folder (e.g. "
+                             "/work/main/src) to compare; recorded under its own section")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
 
@@ -146,11 +149,14 @@ def main(argv: list[str] | None = None) -> None:
         snapshots = tmp / "snapshots"
         launcher = (("-m", "benchmarks._traced_serve", str(snapshots)) if args.tracemalloc
                     else ("-m", "radsearch"))
+        if args.server_src:
+            launcher = ("-c", f"import sys; sys.path.insert(0, {str(args.server_src)!r}); "
+                              "from radsearch.cli.main import main; sys.exit(main(sys.argv[1:]))")
         env = ({"MALLOC_ARENA_MAX": str(args.malloc_arena_max)}
                if args.malloc_arena_max else None)
         diff = []
         with Server(tmp / "soak.index", run, 16, tmp / "serve.log", launcher=launcher,
-                    env=env) as server:
+                    env=env, server_timing=args.server_src is None) as server:
             rss_before = server.rss_mb()
             result = soak(server.url, uploads, args.clients, args.seconds, server,
                           snapshot_at=min(60.0, args.seconds / 2) if args.tracemalloc else None,
@@ -188,10 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     print(body)
     if not args.no_record:
         flags = (" --tracemalloc" if args.tracemalloc else "") + (
+            f" --server-src {args.server_src}" if args.server_src else "") + (
             f" --malloc-arena-max {args.malloc_arena_max}" if args.malloc_arena_max else "")
         name, title = (("service_soak_tracemalloc", "Search service soak under tracemalloc "
                         "(benchmarks/service_soak.py --tracemalloc)") if args.tracemalloc else
                        ("service_soak", "Search service soak (benchmarks/service_soak.py)"))
+        if args.server_src:
+            name, title = "service_soak_other", (f"Search service soak, server from "
+                                                 f"{args.server_src} (for comparison)")
         record(name, title,
                f"python -m benchmarks.service_soak --seconds {args.seconds:.0f}{flags}", body)
 
