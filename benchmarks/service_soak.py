@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
              f"client errors: {result['errors'] or 0}; server still running: {alive}; server RSS "
              f"{rss_before:.0f} MB at the start, {rss_after:.0f} MB at the end.",
              f"Server: {'under tracemalloc (slower), ' if args.tracemalloc else ''}"
-             f"MALLOC_ARENA_MAX={args.malloc_arena_max or os.environ.get('MALLOC_ARENA_MAX') or 'unset'}.",
+             "MALLOC_ARENA_MAX="
+             f"{args.malloc_arena_max or os.environ.get('MALLOC_ARENA_MAX') or 'unset'}.",
              "", "| minute | requests | p50 ms | p99 ms | server RSS MB at its end |",
              "|---:|---:|---:|---:|---:|"]
     lines += [f"| {m} | {n} | {p50:.1f} | {p99:.1f} | "
