@@ -104,23 +104,27 @@ def query_uploads(folder: Path) -> tuple[list[Path], list[tuple[str, bytes, str]
 class Server:
     """`python -m radsearch serve` in a subprocess on a free loopback port."""
 
-    def __init__(self, index: Path, run: Path, max_batch: int, log: Path):
+    def __init__(self, index: Path, run: Path, max_batch: int, log: Path,
+                 options: tuple[str, ...] = (), launcher: tuple[str, ...] = ("-m", "radsearch"),
+                 env: dict | None = None, server_timing: bool = True):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}"
-                                           f"{os.environ.get('PYTHONPATH', '')}"}
+        env = {**os.environ, **(env or {}),
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT),
+                                              os.environ.get("PYTHONPATH", "")])}
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "radsearch", "serve", str(index), "--run", str(run),
-             "--port", str(self.port), "--max-batch", str(max_batch)],
+            [sys.executable, *launcher, "serve", str(index), "--run", str(run),
+             "--port", str(self.port), "--max-batch", str(max_batch),
+             *(["--server-timing"] if server_timing else []), *options],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def __enter__(self) -> Server:
         import httpx
 
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600          # a busy shared machine starts slowly
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-2000:]}")
@@ -129,7 +133,14 @@ class Server:
                 return self
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise RuntimeError("server did not start")
+        self.__exit__()
+        raise RuntimeError("server did not start within 600 s")
+
+    def cpu_s(self) -> float:
+        import psutil
+
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system
 
     def rss_mb(self) -> float:
         import psutil
@@ -142,12 +153,14 @@ class Server:
         self.log.close()
 
 
-def load(url: str, uploads: list[tuple[str, bytes, str]], clients: int, requests: int) -> dict:
-    """``requests`` searches spread over ``clients`` threads → latency percentiles, q/s."""
+def load(url: str, uploads: list[tuple[str, bytes, str]], clients: int, requests: int,
+         server: Server | None = None) -> dict:
+    """``requests`` searches spread over ``clients`` threads → latency percentiles, q/s, and
+    the server's CPU time per search (user + system; what other users' load changes least)."""
     import httpx
 
-    def worker(worker_id: int) -> tuple[list[float], Counter]:
-        times, codes = [], Counter()
+    def worker(worker_id: int) -> tuple[list[float], Counter, list[dict]]:
+        times, codes, stages = [], Counter(), []
         with httpx.Client(base_url=url, timeout=60) as client:
             for i in range(worker_id, requests, clients):
                 name, data, kind = uploads[i % len(uploads)]
@@ -156,20 +169,71 @@ def load(url: str, uploads: list[tuple[str, bytes, str]], clients: int, requests
                                      data={"k": "10"})
                 times.append(time.perf_counter() - start)
                 codes[answer.status_code] += 1
-        return times, codes
+                stages.append(parse_server_timing(answer.headers.get("server-timing", ""),
+                                                  times[-1]))
+        return times, codes, stages
 
     # warm-up (first requests pay for lazy imports and allocator growth)
     import httpx as _h
     for name, data, kind in uploads[:4]:
         _h.post(url + "/search", files={"images": (name, data, kind)}, timeout=60)
+    cpu = server.cpu_s() if server else float("nan")
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(worker, range(clients)))
     wall = time.perf_counter() - start
+    cpu = (server.cpu_s() if server else float("nan")) - cpu
     times = np.concatenate([r[0] for r in results]) * 1000
     codes = sum((r[1] for r in results), Counter())
     return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
-            "qps": len(times) / wall, "codes": dict(codes)}
+            "qps": len(times) / wall, "codes": dict(codes),
+            "cpu_ms": 1000 * cpu / len(times), "stages": [s for r in results for s in r[2] if s]}
+
+
+# the request's stages in the order they happen (server Server-Timing names → table labels)
+STAGES = [("parse", "multipart parse and read"), ("decode_wait", "wait for a work thread"),
+          ("decode", "hash, sniff, header check, decode"),
+          ("prepare", "resize / normalise (transform)"), ("preview", "query preview PNG"),
+          ("loop", "hand-back to the event loop (both pool calls)"),
+          ("queue", "queue wait for the model thread"), ("forward", "forward pass (shared batch)"),
+          ("embed_other", "batch hand-back"), ("search_wait", "wait for a work thread (search)"),
+          ("search", "faiss search + metadata + hits"), ("audit", "audit log"),
+          ("json", "JSON rendering"),
+          ("outside", "outside the handler: HTTP, uvicorn, middleware, client")]
+
+
+def parse_server_timing(header: str, client_s: float) -> dict:
+    """``Server-Timing`` of one answer → {stage: ms}; ``outside`` = client latency − server."""
+    stages = {}
+    for part in filter(None, (p.strip() for p in header.split(","))):
+        name, _, rest = part.partition(";")
+        if rest.startswith("dur="):
+            stages[name] = float(rest[4:])
+        elif rest.startswith("desc="):
+            stages[name] = float(rest[5:].strip('"'))
+    if "total" in stages:
+        stages["embed_other"] = stages.get("embed", 0) - stages.get("queue", 0) \
+            - stages.get("forward", 0)
+        stages["outside"] = client_s * 1000 - stages["total"]
+    return stages
+
+
+def stage_table(stages: list[dict]) -> list[str]:
+    """Mean and p99 ms per stage, and its share of the mean latency."""
+    if not stages:
+        return []
+    latency = float(np.mean([s["total"] + s["outside"] for s in stages]))
+    lines = ["| stage | mean ms | p99 ms | share of mean latency |", "|---|---:|---:|---:|"]
+    for key, label in STAGES:
+        values = np.array([s.get(key, 0.0) for s in stages])
+        lines.append(f"| {label} | {values.mean():.1f} | {np.percentile(values, 99):.1f} | "
+                     f"{100 * values.mean() / latency:.0f} % |")
+    batch = np.array([s.get("batch", 0) for s in stages])
+    lines.append(f"| whole request (client side) | {latency:.1f} | "
+                 f"{np.percentile([s['total'] + s['outside'] for s in stages], 99):.1f} | 100 % |")
+    lines += ["", f"Images per forward pass seen by these requests: mean {batch.mean():.1f}, "
+                  f"max {batch.max():.0f}."]
+    return lines
 
 
 def forward_reference(run: Path, pngs: list[Path], repeats: int) -> dict:
@@ -298,8 +362,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=160, help="searches per load level")
     parser.add_argument("--fuzz", type=int, default=600, help="bad requests (0: skip)")
     parser.add_argument("--run", type=Path, help="an existing run of the demo architecture")
+    parser.add_argument("--max-wait-ms", type=float, default=None,
+                        help="passed to radsearch serve (default: its own)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="passed to radsearch serve (default: its own)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
+    options = tuple(x for flag, value in (("--max-wait-ms", args.max_wait_ms),
+                                          ("--workers", args.workers)) if value is not None
+                    for x in (flag, str(value)))
 
     with tempfile.TemporaryDirectory(prefix="radsearch-bench-") as tmp:
         tmp = Path(tmp)
@@ -317,11 +388,13 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         fuzz_result = None
         for max_batch in (16, 1):
-            with Server(tmp / "bench.index", run, max_batch, tmp / f"serve{max_batch}.log") as srv:
+            with Server(tmp / "bench.index", run, max_batch, tmp / f"serve{max_batch}.log",
+                        options) as srv:
                 for clients in (1, 8):
-                    result = load(srv.url, uploads, clients, args.requests)
+                    result = load(srv.url, uploads, clients, args.requests, srv)
                     rows.append((max_batch, clients, result))
-                    print(f"max_batch={max_batch} clients={clients}: {result}", flush=True)
+                    print(f"max_batch={max_batch} clients={clients}: "
+                          f"{ {k: v for k, v in result.items() if k != 'stages'} }", flush=True)
                 if max_batch == 16 and args.fuzz:
                     fuzz_result = fuzz(srv.url, srv, args.fuzz, uploads[0][1],
                                        next(u[1] for u in uploads if u[0].endswith(".dcm")))
@@ -332,18 +405,21 @@ def main(argv: list[str] | None = None) -> None:
              f"in {build_s:.1f} s); queries: {len(pngs)} PNG + 16 DICOM knee radiographs at "
              f"80 px through the demo architecture ({arch}), 1 model thread "
              "in server and reference; "
-             f"{args.requests} searches per row; server and clients share the machine's cores.",
-             "", "| what | clients | p50 ms | p99 ms | queries/s | statuses |",
-             "|---|---:|---:|---:|---:|---|"]
+             f"{args.requests} searches per row; server and clients share the machine's cores; "
+             f"server options: {' '.join(options) or 'defaults'}.",
+             "", "| what | clients | p50 ms | p99 ms | queries/s | server CPU ms per search "
+                 "| statuses |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for when, measured in (("before", reference), ("after", after)):
         for size in (1, 8):
             ref = measured[size]
             lines.append(f"| bare model forward, batch of {size} (reference, {when} the server "
-                         f"rows) | – | {ref['p50']:.1f} | {ref['p99']:.1f} | {ref['qps']:.1f} | – |")
+                         f"rows) | – | {ref['p50']:.1f} | {ref['p99']:.1f} | {ref['qps']:.1f} | – "
+                         "| – |")
     for max_batch, clients, r in rows:
         mode = "micro-batching (--max-batch 16)" if max_batch > 1 else "one at a time (--max-batch 1)"
         lines.append(f"| POST /search, {mode} | {clients} | {r['p50']:.1f} | {r['p99']:.1f} | "
-                     f"{r['qps']:.1f} | {r['codes']} |")
+                     f"{r['qps']:.1f} | {r['cpu_ms']:.1f} | {r['codes']} |")
     by = {(m, c): r for m, c, r in rows}
     lines += ["", f"At 8 clients micro-batching gives {by[(16, 8)]['qps'] / by[(1, 8)]['qps']:.2f}× "
                   f"the throughput of one at a time; POST /search at 1 client costs "
@@ -352,6 +428,10 @@ def main(argv: list[str] | None = None) -> None:
                   "image (upload, sniffing, decoding, transforms, index search over "
                   f"{args.items} items, JSON and HTTP on top). Issue targets on 2 cores: "
                   "p99 ≤ 250 ms and ≥ 20 queries/s at 8 clients."]
+    for clients in (8, 1):
+        lines += ["", f"Where the time of one request goes, micro-batching, {clients} client(s) "
+                      "(server's Server-Timing header; 'outside' = client latency − server "
+                      "time):", ""] + stage_table(by[(16, clients)]["stages"])
     if fuzz_result:
         codes = fuzz_result["codes"]
         lines += ["", f"Fuzz: {fuzz_result['requests']} bad requests → statuses {codes} "

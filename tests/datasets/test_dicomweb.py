@@ -224,3 +224,82 @@ def test_deidentify_removes_names_in_sequences_and_private_tags():
     assert "PatientBirthDate" not in ds and "InstitutionName" not in ds
     assert not any(elem.tag.is_private for elem in ds)
     assert ds.PatientID == "MRN1" and ds.StudyDate == "20200101"
+
+
+def _hmac_reference(key: bytes, patient_id: str) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def test_pseudonym_key_replaces_patient_id_everywhere(orthanc, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    key_file = tmp_path / "key"
+    key_file.write_text("Zm9yIHRlc3RzIG9ubHk6IG5vdCBhIHJlYWwga2V5IQ==\n")
+    key = dicomweb.load_pseudonym_key(key_file)
+    assert key == key_file.read_bytes().strip()
+    _store(orthanc, [dx_instance("MRN001", "20150301", seed=1),
+                     dx_instance("MRN001", "20170301", seed=2),
+                     dx_instance("MRN002", "20200102", seed=3)])
+    out = tmp_path / "pacs"
+    cohort, _ = dicomweb.ingest_dicomweb(orthanc, out, pseudonym_key=key)
+    expected = {_hmac_reference(key, "MRN001"): 2, _hmac_reference(key, "MRN002"): 1}
+    assert cohort.table["subject"].value_counts().to_dict() == expected
+    first = pydicom.dcmread(cohort.image_paths()[0])
+    assert first.PatientID in expected and first.PatientIdentityRemoved == "YES"
+    assert "HMAC-SHA256" in first.DeidentificationMethod
+
+    # a later pull (new study of a known patient) and a pull into another folder with the same
+    # key: the same patient has the same pseudonym every time
+    _store(orthanc, [dx_instance("MRN001", "20210505", seed=4)])
+    again, stats = dicomweb.ingest_dicomweb(orthanc, out, pseudonym_key=key)
+    assert stats.fetched == 1
+    assert again.table["subject"].value_counts().to_dict() == {
+        _hmac_reference(key, "MRN001"): 3, _hmac_reference(key, "MRN002"): 1}
+    other, _ = dicomweb.ingest_dicomweb(orthanc, tmp_path / "other", pseudonym_key=key)
+    assert sorted(other.table["subject"]) == sorted(again.table["subject"])
+
+    for place in (out, tmp_path / "other"):
+        blob = _all_text(place)
+        for secret in ("MRN001", "MRN002", NAME, BIRTH, "Secret General"):
+            assert secret.encode() not in blob, (place, secret)
+    for secret in ("MRN001", "MRN002"):
+        assert secret not in caplog.text and secret not in again.table.to_csv()
+    assert key.decode() not in (out / "pseudonyms.json").read_text()
+
+    # one folder never mixes PatientIDs and pseudonyms, or two keys
+    with pytest.raises(ConfigError, match="same --pseudonym-key"):
+        dicomweb.ingest_dicomweb(orthanc, out)
+    with pytest.raises(ConfigError, match="another key"):
+        dicomweb.ingest_dicomweb(orthanc, out, pseudonym_key=b"another secret key, 32 bytes..")
+    plain = tmp_path / "plain"
+    dicomweb.ingest_dicomweb(orthanc, plain)
+    with pytest.raises(ConfigError, match="without --pseudonym-key"):
+        dicomweb.ingest_dicomweb(orthanc, plain, pseudonym_key=key)
+    assert len(_all_text(out)) > 0 and "MRN001" not in (out / "manifest.csv").read_text()
+
+
+def test_pseudonym_key_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read") as info:
+        dicomweb.load_pseudonym_key(tmp_path / "missing")
+    assert "\n" not in str(info.value)
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        dicomweb.load_pseudonym_key(short)
+    with pytest.raises(ConfigError, match="applies to --dicomweb"):
+        dicomweb.manifest_for_index("m.csv", None, None, tmp_path / "i", pseudonym_key=short)
+
+
+def test_deidentify_with_key_replaces_patient_id():
+    ds = dx_instance("MRN1", "20200101")
+    ds.IssuerOfPatientID = "SECRET-HOSPITAL"
+    key = b"0123456789abcdef0123"
+    dicomweb.deidentify(ds, key)
+    assert ds.PatientID == _hmac_reference(key, "MRN1") and len(ds.PatientID) == 20
+    assert "IssuerOfPatientID" not in ds and ds.PatientIdentityRemoved == "YES"
+    assert "PatientName" not in ds and not any(elem.tag.is_private for elem in ds)
+    other = dx_instance("MRN1", "20210101")
+    dicomweb.deidentify(other, b"another key, 16+ bytes")
+    assert other.PatientID != ds.PatientID

@@ -56,3 +56,42 @@ def test_one_at_a_time_and_errors():
     results, ok = asyncio.run(main())
     assert calls == [1] * 5
     assert all(isinstance(r, ValueError) for r in results + ok)   # worker survives a failure
+
+
+def test_waits_only_for_announced_requests():
+    """A long max_wait is spent only while another request is announced (still decoding):
+    the announced late request joins the first one's batch, and a lone request never waits
+    (with max_wait = 60 s, the 20-s guard below would trip if it did)."""
+    calls = []
+
+    async def main():
+        batcher = MicroBatcher(_forward(calls), max_batch=16, max_wait_s=60)
+        await batcher.start()
+        lone = await asyncio.wait_for(batcher.embed([np.ones((2, 2))]), 20)
+
+        late_withdraw = batcher.announce()
+
+        async def late():
+            await asyncio.sleep(0.2)           # "decoding" while the first one is queued
+            late_withdraw()
+            return await batcher.embed([np.full((1, 3), 2.0)])
+
+        first = batcher.announce()
+        first()
+        timings: dict = {}
+        pair = await asyncio.wait_for(asyncio.gather(
+            batcher.embed([np.ones((1, 1))], timings), late()), 20)
+        gave_up = batcher.announce()
+        gave_up()                               # a bad upload withdraws without embedding
+        gave_up()                               # idempotent
+        after = await asyncio.wait_for(batcher.embed([np.ones((1, 1))]), 20)
+        await batcher.stop()
+        return lone, pair, after, timings
+
+    lone, pair, after, timings = asyncio.run(main())
+    assert calls == [1, 2, 1]                  # the late request shared the second pass
+    np.testing.assert_array_equal(lone, [[4.0, 4.0]])
+    np.testing.assert_array_equal(pair[0], [[1.0, 1.0]])
+    np.testing.assert_array_equal(pair[1], [[6.0, 3.0]])
+    np.testing.assert_array_equal(after, [[1.0, 1.0]])
+    assert timings["batch"] == 2 and timings["queue"] >= 0 and timings["forward"] >= 0

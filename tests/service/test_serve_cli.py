@@ -66,7 +66,7 @@ def test_serve_process_answers_and_stops(index_dir, run_dir, tmp_path):
                              str(tmp_path / "audit.jsonl")], stdout=log, stderr=subprocess.STDOUT,
                             env=env)
     try:
-        deadline, health = time.monotonic() + 60, None
+        deadline, health = time.monotonic() + 180, None     # a busy machine starts slowly
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()

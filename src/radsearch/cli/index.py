@@ -48,6 +48,9 @@ def build_command(
                                         "PACS over DICOMweb (URL of its root) into INDEX.dicomweb."),
     study_filter: list[str] = typer.Option([], "--study-filter", help="With --dicomweb: QIDO-RS "
                                            "filter KEY=VALUE, e.g. ModalitiesInStudy=DX."),
+    pseudonym_key: Path | None = typer.Option(None, "--pseudonym-key", help="With --dicomweb: "
+                                              "key file; store HMAC-SHA256 pseudonyms instead of "
+                                              "PatientID."),
     backend: str = typer.Option("faiss", "--backend", help="faiss (embedded) or milvus."),
     factory: str | None = typer.Option(None, "--factory",
                                        help="faiss factory string for approximate search, e.g. "
@@ -69,7 +72,8 @@ def build_command(
     from radsearch.datasets.dicomweb import manifest_for_index
     from radsearch.index import build_index, open_index
 
-    manifest = manifest_for_index(manifest, dicomweb, study_filter, out)
+    manifest = manifest_for_index(manifest, dicomweb, study_filter, out,
+                                  pseudonym_key=pseudonym_key)
 
     result = build_index(run, manifest, out, backend=backend, factory=factory, uri=uri,
                          collection=collection, chunk=chunk, device=device, split=split,
@@ -93,6 +97,8 @@ def add_command(
                                         "new studies from a PACS over DICOMweb."),
     study_filter: list[str] = typer.Option([], "--study-filter", help="With --dicomweb: QIDO-RS "
                                            "filter KEY=VALUE."),
+    pseudonym_key: Path | None = typer.Option(None, "--pseudonym-key", help="With --dicomweb: "
+                                              "the key file the index was built with."),
     split: str | None = typer.Option(None, "--split"),
     only: list[str] = typer.Option([], "--only", help="Only rows passing FIELD OP VALUE."),
     chunk: int = typer.Option(512, "--chunk"),
@@ -102,7 +108,8 @@ def add_command(
     from radsearch.datasets.dicomweb import manifest_for_index
     from radsearch.index import build_index, open_index
 
-    manifest = manifest_for_index(manifest, dicomweb, study_filter, index_path)
+    manifest = manifest_for_index(manifest, dicomweb, study_filter, index_path,
+                                  pseudonym_key=pseudonym_key)
 
     index = open_index(index_path)
     backend = index.header["backend"]

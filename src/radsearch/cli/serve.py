@@ -30,6 +30,14 @@ def serve(index: Path = typer.Argument(..., help="Index folder (radsearch index 
           device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
           max_batch: int = typer.Option(16, "--max-batch", help="Images per model forward pass "
                                         "shared by concurrent requests (1 = one at a time)."),
+          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a forward "
+                                            "pass waits for more requests to join its batch."),
+          workers: int = typer.Option(2, "--workers", help="Threads that decode uploads and "
+                                      "search the index beside the model thread (about the "
+                                      "number of free cores)."),
+          server_timing: bool = typer.Option(False, "--server-timing", help="Add a per-stage "
+                                             "Server-Timing header to search answers "
+                                             "(benchmarks/service.py reads it)."),
           max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", help="Largest image "
                                               "file accepted."),
           cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser "
@@ -51,8 +59,9 @@ def serve(index: Path = typer.Argument(..., help="Index folder (radsearch index 
 
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: use 1-65535.")
-    if max_batch < 1 or max_upload_mb <= 0 or threads < 1:
-        raise ConfigError("--max-batch, --max-upload-mb and --threads must be positive.")
+    if max_batch < 1 or max_upload_mb <= 0 or threads < 1 or workers < 1 or max_wait_ms < 0:
+        raise ConfigError("--max-batch, --max-upload-mb, --threads and --workers must be "
+                          "positive, --max-wait-ms zero or more.")
     import torch
 
     torch.set_num_threads(threads)
@@ -62,7 +71,9 @@ def serve(index: Path = typer.Argument(..., help="Index folder (radsearch index 
                     max_request_bytes=max(Limits().max_request_bytes, 4 * max_file))
     engine = SearchEngine.load(index, run, checkpoint=checkpoint, device=device)
     app = create_app(engine, Settings(token=token, limits=limits, max_batch=max_batch,
-                                      audit_log=audit_log, cors_origins=tuple(cors_origin)))
+                                      max_wait_s=max_wait_ms / 1000, workers=workers,
+                                      server_timing=server_timing, audit_log=audit_log,
+                                      cors_origins=tuple(cors_origin)))
     shown = f"[{host}]" if ":" in host else host
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(f"radsearch: {engine.count()} items; open http://{shown}:{port}/ "

@@ -10,8 +10,10 @@ by integer id and their image paths come from the index.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,7 +22,6 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from radsearch.errors import RadsearchError
@@ -50,11 +51,52 @@ class Settings:
     max_wait_s: float = 0.005                # how long a forward waits for more requests
     audit_log: str | Path | None = None
     cors_origins: tuple[str, ...] = ()       # CORS stays off unless origins are named
+    workers: int = 2                         # threads that decode uploads and search the index
+    server_timing: bool = False              # per-stage Server-Timing header (for benchmarks)
+
+
+class _Clock:
+    """Seconds spent per stage of one request, for the optional ``Server-Timing`` header."""
+
+    def __init__(self):
+        self.stages: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str | None) -> None:
+        """Charge the time since the previous lap to ``stage`` (None: to nothing)."""
+        now = time.perf_counter()
+        if stage is not None:
+            self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
+def _one_native_thread() -> None:
+    """Each work thread runs faiss / BLAS with one thread: the pool's threads are the
+    parallelism. A new thread otherwise gets OpenMP's default (all cores) whatever the main
+    thread set: a 100k-item faiss search from such a thread took ~100 ms instead of ~9 ms on
+    the busy 2-core machine (the 'faiss search' stage of benchmarks/service.py shows it)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+def _server_timing(stages: dict[str, float], total: float) -> str:
+    """``Server-Timing`` (W3C) value: durations in ms; ``batch`` is a count, sent as desc."""
+    parts = [f"{name};dur={value * 1000:.3f}" for name, value in stages.items()
+             if name != "batch"]
+    if "batch" in stages:
+        parts.append(f'batch;desc="{int(stages["batch"])}"')
+    return ", ".join(parts + [f"total;dur={total * 1000:.3f}"])
 
 
 def create_app(engine, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    batcher = MicroBatcher(engine.embed, settings.max_batch, settings.max_wait_s)
+    batcher = MicroBatcher(engine.forward, settings.max_batch, settings.max_wait_s)
+    # decoding, preprocessing and index search run here, beside the single model thread; a
+    # small pool (not the 40-thread default) so 8 requests do not fight over 2 cores at once
+    work_pool = concurrent.futures.ThreadPoolExecutor(max(1, settings.workers),
+                                                      thread_name_prefix="radsearch-work",
+                                                      initializer=_one_native_thread)
     audit = AuditLog(settings.audit_log)
     cache = PngCache()
     pages = {route: (resources.files("radsearch.service").joinpath("static", name).read_bytes(),
@@ -65,6 +107,7 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
         await batcher.start()
         yield
         await batcher.stop()
+        work_pool.shutdown(wait=True)
 
     app = FastAPI(title="radsearch", version="1", lifespan=lifespan,
                   description="Content-based X-ray retrieval: upload a radiograph, get the most "
@@ -105,12 +148,16 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
     # ---------------------------------------------------------------- auth and headers
     @app.middleware("http")
     async def guard(request: Request, call_next):
+        started = time.perf_counter()
         if request.url.path not in PUBLIC and not authorised(
                 request.headers.get("authorization"), settings.token):
             response = error(401, "missing or wrong bearer token (Authorization: Bearer …).")
             response.headers["WWW-Authenticate"] = "Bearer"
         else:
             response = await call_next(request)
+        if settings.server_timing and hasattr(request.state, "timings"):
+            response.headers["Server-Timing"] = _server_timing(
+                request.state.timings, time.perf_counter() - started)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers.setdefault("Cache-Control", "no-store")
@@ -148,6 +195,7 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
 
     @app.post("/search", summary="Search with one query (one or several images of one person)")
     async def search(request: Request) -> dict:
+        clock = _Clock()
         form = await request.form(max_files=settings.limits.max_files + 1, max_fields=32)
         try:
             params = _search_params(form)
@@ -162,17 +210,56 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
             blobs = [await u.read(settings.limits.max_file_bytes + 1) for u in uploads]
         finally:
             await form.close()
-        digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in blobs)).hexdigest()
-        images = [await run_in_threadpool(decode_upload, blob, f"image {i + 1}", settings.limits)
-                  for i, blob in enumerate(blobs)]
-        vectors = await batcher.embed([(image, side) for image in images])
-        result = await run_in_threadpool(engine.search, vectors, **params)
-        result["query"] = {"sha256": digest, "images": len(images),
-                           "previews": [data_url(to_png(im, FULL_PX // 2)) for im in images]}
+        clock.lap("parse")
+        withdraw = batcher.announce()
+        try:
+            digest, inputs, previews = await in_pool(clock, "decode", _decode_and_prepare,
+                                                     blobs, side, clock)
+        finally:
+            withdraw()                  # no await between here and embed's submission
+        shared: dict = {}
+        vectors = await batcher.embed(inputs, shared)
+        clock.lap("embed")                           # queue + forward + hand-back
+        clock.stages.update(queue=shared.get("queue", 0.0), forward=shared.get("forward", 0.0),
+                            batch=shared.get("batch", 0))
+        result = await in_pool(clock, "search", engine.search, vectors, **params)
+        result["query"] = {"sha256": digest, "images": len(inputs), "previews": previews}
         client = request.client.host if request.client else "unknown"
-        audit.record(client=client, query_sha256=digest, n_images=len(images), k=params["k"],
+        audit.record(client=client, query_sha256=digest, n_images=len(inputs), k=params["k"],
                      by=params["by"], filters=params["filters"], rerank=params["rerank"],
                      result_ids=[h["id"] for h in result["hits"]], status=200)
+        clock.lap("audit")
+        response = JSONResponse(result)
+        clock.lap("json")
+        request.state.timings = clock.stages
+        return response
+
+    def _decode_and_prepare(blobs: list[bytes], side: str, clock: _Clock):
+        """Uploads → (sha256, network inputs, preview PNGs), in a work thread: hashing, decoding
+        and rendering a full-size radiograph take tens of ms and must not block the event loop."""
+        digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for b in blobs)).hexdigest()
+        images = [decode_upload(blob, f"image {i + 1}", settings.limits)
+                  for i, blob in enumerate(blobs)]
+        clock.lap("decode")
+        inputs = [engine.prepare(image, side) for image in images]
+        clock.lap("prepare")
+        previews = [data_url(to_png(image, FULL_PX // 2)) for image in images]
+        clock.lap("preview")
+        return digest, inputs, previews
+
+    async def in_pool(clock: _Clock, stage: str, fn, *args, **kwargs):
+        """``fn`` in the small work pool; the wait for a free worker is stage ``<stage>_wait``,
+        ``fn`` itself is ``stage`` (unless it laps its own stages), the hand-back is ``loop``."""
+        clock.lap(None)
+
+        def timed():
+            clock.lap(f"{stage}_wait")
+            result = fn(*args, **kwargs)
+            clock.lap(stage)
+            return result
+
+        result = await asyncio.get_running_loop().run_in_executor(work_pool, timed)
+        clock.lap("loop")
         return result
 
     app.include_router(text_router(engine, audit))
@@ -193,8 +280,8 @@ def create_app(engine, settings: Settings | None = None) -> FastAPI:
 
     async def _png(item_id: int, size: int) -> Response:
         engine.item(item_id)            # 404 before any work for an unknown id
-        png = await run_in_threadpool(cache.get, (item_id, size),
-                                      lambda: to_png(engine.load_image(item_id), size))
+        png = await asyncio.get_running_loop().run_in_executor(
+            work_pool, cache.get, (item_id, size), lambda: to_png(engine.load_image(item_id), size))
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 

@@ -1,19 +1,35 @@
 """What the service needs from radsearch: the model and the index, loaded once, behind five calls.
 
-A thin adapter over :class:`radsearch.search.Searcher` that keeps the two halves of a search
-apart — ``embed`` (the model forward, micro-batched across requests by the app) and ``search``
-(index lookup of one fused query vector) — and turns results into JSON without server paths.
+A thin adapter over :class:`radsearch.search.Searcher` that keeps the parts of a search apart —
+``prepare`` (one upload → network input, in the request's thread), ``forward`` (the model alone,
+micro-batched across requests by the app) and ``search`` (index lookup of one fused query
+vector) — and turns results into JSON without server paths.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from radsearch.errors import RadsearchError
 
+if TYPE_CHECKING:
+    import torch
+
 RERANK = ("none", "qe", "dba", "k-reciprocal")
+
+
+def _query_with_side():
+    """A one-row query cohort with a side column: what decides whether the run mirrors R."""
+    import pandas as pd
+
+    from radsearch.cohort import Cohort
+
+    return Cohort(pd.DataFrame({"image": ["<upload>"], "subject": ["query"], "time": [0.0],
+                                "side": ["R"]}), source="uploaded images")
 
 
 class ItemNotFound(RadsearchError):
@@ -24,6 +40,11 @@ class SearchEngine:
     def __init__(self, searcher):
         self.searcher = searcher
         self.index = searcher.index
+        self._mirror_right = False
+        if searcher.embedder is not None:
+            # evaluation mode once, here: the forward pass never toggles it per request
+            searcher.embedder.model.eval()
+            self._mirror_right = searcher.embedder.mirror_right(_query_with_side())
 
     @classmethod
     def load(cls, index_path: str | os.PathLike, run_dir: str | os.PathLike, *,
@@ -36,28 +57,44 @@ class SearchEngine:
                             checkpoint=checkpoint, device=device))
 
     # ---------------------------------------------------------------- the two halves of a search
-    def embed(self, queries: list[tuple[np.ndarray, str]]) -> np.ndarray:
-        """One forward pass over ``(image in [0, 1], side "L"/"R"/"")`` pairs → normalised rows.
+    def prepare(self, image: np.ndarray, side: str = "") -> torch.Tensor:
+        """One decoded upload (H, W) in [0, 1] → the network input [1, S, S].
 
-        The side matters: a run that mirrors right knees at indexing must see a right-knee query
-        mirrored too, else it is compared with the other knee's orientation.
-
-        Goes through ``Embedder.embed_cohort`` with one distinct placeholder name per array
-        (``Embedder.embed`` names every array "<array>", which the Cohort rejects as duplicates).
+        The same steps as indexing (``CohortDataset``: unit float, mirror, the run's test-time
+        transform), done in the request's own thread so the single model thread only runs the
+        network. The side matters: a run that mirrors right knees at indexing must see a
+        right-knee query mirrored too, else it is compared with the other knee's orientation.
         """
-        import pandas as pd
+        import torch
 
-        from radsearch.cohort import Cohort
+        from radsearch.data.dataset import to_unit_float
 
+        self._require_model()
+        tensor = torch.from_numpy(np.ascontiguousarray(to_unit_float(image, "upload")))[None]
+        if self._mirror_right and side == "R":
+            tensor = torch.flip(tensor, dims=[-1])
+        return self.searcher.embedder.transform(tensor)
+
+    def forward(self, inputs: list[torch.Tensor]) -> np.ndarray:
+        """One model forward pass over prepared inputs → L2-normalised rows (float32)."""
+        import torch
+
+        from radsearch.index.embedder import normalise
+
+        embedder = self._require_model()
+        device = torch.device(embedder.device)
+        with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+            rows = embedder.model(torch.stack(inputs).to(device)).float().cpu().numpy()
+        return normalise(rows)
+
+    def embed(self, queries: list[tuple[np.ndarray, str]]) -> np.ndarray:
+        """``(image in [0, 1], side "L"/"R"/"")`` pairs → normalised rows (prepare + forward)."""
+        return self.forward([self.prepare(image, side) for image, side in queries])
+
+    def _require_model(self):
         if self.searcher.embedder is None:
             raise RadsearchError("the service was started without a run folder; give --run.")
-        n = len(queries)
-        cohort = Cohort(pd.DataFrame({"image": [f"<upload {i}>" for i in range(n)],
-                                      "subject": [f"query{i}" for i in range(n)],
-                                      "time": [0.0] * n,
-                                      "side": [side for _, side in queries]}),
-                        source="uploaded images")
-        return self.searcher.embedder.embed_cohort(cohort, images=[im for im, _ in queries])
+        return self.searcher.embedder
 
     def search(self, vectors: np.ndarray, *, k: int, by: str, filters: list[str],
                rerank: str) -> dict:
@@ -67,9 +104,12 @@ class SearchEngine:
         fused = normalise(np.asarray(vectors, np.float32).mean(axis=0, keepdims=True))
         result = self.searcher.search_vectors(fused, k, by=by, filters=filters,
                                               rerank=rerank, names=["upload"])[0]
-        out = result.to_dict()
-        out.pop("query", None)
-        out["hits"] = [_public_hit(hit) for hit in out["hits"]]
+        # shallow: SearchResult.to_dict (dataclasses.asdict) deep-copies every hit, ~3 ms of a
+        # search on the busy machine; these objects are fresh and never shared
+        out = {f.name: getattr(result, f.name) for f in fields(result) if f.name != "query"}
+        out["decision"] = asdict(result.decision) if result.decision is not None else None
+        out["notes"] = list(result.notes)
+        out["hits"] = [_public_hit(vars(hit)) for hit in result.hits]
         out["calibrated"] = bool(self.index.calibration)
         return out
 
