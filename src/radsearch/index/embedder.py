@@ -97,6 +97,29 @@ class Embedder:
         cohort = Cohort(table, source="query images")
         return self.embed_cohort(cohort, images=list(images) if arrays else None)
 
+    # The two halves of one embedding, for callers that batch requests themselves (the service):
+    # ``prepare`` runs per image in any thread, ``forward`` runs the network on a stack of them.
+    def prepare(self, image: np.ndarray, mirror: bool = False) -> Any:
+        """One decoded image (H, W) → the network input [1, S, S], as indexing prepares it
+        (unit float, optional left-right mirror, the run's test-time transform)."""
+        import torch
+
+        from radsearch.data.dataset import to_unit_float
+
+        tensor = torch.from_numpy(np.ascontiguousarray(to_unit_float(image, "upload")))[None]
+        if mirror:
+            tensor = torch.flip(tensor, dims=[-1])
+        return self.transform(tensor)
+
+    def forward(self, inputs: Sequence[Any]) -> np.ndarray:
+        """Prepared inputs → L2-normalised rows (float32), one forward pass."""
+        import torch
+
+        device = torch.device(self.device)
+        with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+            rows = self.model(torch.stack(list(inputs)).to(device)).float().cpu().numpy()
+        return normalise(rows)
+
 
 class NoTextEncoder(ConfigError):
     """Text search asked of a run (or index) without a report branch."""
@@ -138,6 +161,23 @@ class MMDLEmbedder(Embedder):
                                batch=self.batch_size)
         return normalise(vectors)
 
+    def prepare(self, image: np.ndarray, mirror: bool = False) -> Any:
+        """One decoded image → uint8 [S, S] exactly as the trainer stores it (never mirrored)."""
+        import torch
+
+        size = int(self.config.data.image_size)
+        return torch.from_numpy(mmdl_pixels(None, [image], size)[0])
+
+    def forward(self, inputs: Sequence[Any]) -> np.ndarray:
+        """Prepared uint8 images → unit rows through ``training.mmdl.embed_all`` (as indexing)."""
+        import torch
+
+        from radsearch.training.mmdl import embed_all
+
+        pixels = torch.stack(list(inputs)).numpy()
+        vectors, _ = embed_all(self.model, pixels, self.space, self.device, batch=self.batch_size)
+        return normalise(vectors)
+
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """Unit rows of the report branch in the common space (the space images are indexed in)."""
         import torch
@@ -154,7 +194,7 @@ class MMDLEmbedder(Embedder):
         return normalise(torch.cat(rows).numpy())
 
 
-def mmdl_pixels(cohort: Cohort, images: Sequence[np.ndarray] | None, size: int) -> np.ndarray:
+def mmdl_pixels(cohort: Cohort | None, images: Sequence[np.ndarray] | None, size: int) -> np.ndarray:
     """uint8 [N, size, size] as ``training.mmdl.load_images`` makes them; in-memory arrays
     (uint8 / uint16 / float [0, 1], e.g. service uploads) take the same resize and quantisation."""
     from radsearch.data.cache import resize_unit_image

@@ -58,34 +58,17 @@ class SearchEngine:
 
     # ---------------------------------------------------------------- the two halves of a search
     def prepare(self, image: np.ndarray, side: str = "") -> torch.Tensor:
-        """One decoded upload (H, W) in [0, 1] → the network input [1, S, S].
+        """One decoded upload (H, W) in [0, 1] → the network input, as indexing prepares it.
 
-        The same steps as indexing (``CohortDataset``: unit float, mirror, the run's test-time
-        transform), done in the request's own thread so the single model thread only runs the
-        network. The side matters: a run that mirrors right knees at indexing must see a
-        right-knee query mirrored too, else it is compared with the other knee's orientation.
+        Done in the request's own thread so the single model thread only runs the network. The
+        side matters: a run that mirrors right knees at indexing must see a right-knee query
+        mirrored too, else it is compared with the other knee's orientation.
         """
-        import torch
-
-        from radsearch.data.dataset import to_unit_float
-
-        self._require_model()
-        tensor = torch.from_numpy(np.ascontiguousarray(to_unit_float(image, "upload")))[None]
-        if self._mirror_right and side == "R":
-            tensor = torch.flip(tensor, dims=[-1])
-        return self.searcher.embedder.transform(tensor)
+        return self._require_model().prepare(image, mirror=self._mirror_right and side == "R")
 
     def forward(self, inputs: list[torch.Tensor]) -> np.ndarray:
         """One model forward pass over prepared inputs → L2-normalised rows (float32)."""
-        import torch
-
-        from radsearch.index.embedder import normalise
-
-        embedder = self._require_model()
-        device = torch.device(embedder.device)
-        with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-            rows = embedder.model(torch.stack(inputs).to(device)).float().cpu().numpy()
-        return normalise(rows)
+        return self._require_model().forward(inputs)
 
     def embed(self, queries: list[tuple[np.ndarray, str]]) -> np.ndarray:
         """``(image in [0, 1], side "L"/"R"/"")`` pairs → normalised rows (prepare + forward)."""
