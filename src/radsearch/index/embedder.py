@@ -194,7 +194,8 @@ class MMDLEmbedder(Embedder):
         return normalise(torch.cat(rows).numpy())
 
 
-def mmdl_pixels(cohort: Cohort | None, images: Sequence[np.ndarray] | None, size: int) -> np.ndarray:
+def mmdl_pixels(cohort: Cohort | None, images: Sequence[np.ndarray] | None, size: int
+                ) -> np.ndarray:
     """uint8 [N, size, size] as ``training.mmdl.load_images`` makes them; in-memory arrays
     (uint8 / uint16 / float [0, 1], e.g. service uploads) take the same resize and quantisation."""
     from radsearch.data.cache import resize_unit_image
