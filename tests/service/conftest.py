@@ -95,3 +95,38 @@ def chromium_path() -> Path:
     except ImportError:
         require(False, "the playwright package is not installed (pip install playwright)")
     return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    """Start ``create_app(engine)`` under uvicorn on a free loopback port in a thread; returns a
+    function ``start(engine) -> base URL``; every server started is stopped with the module."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from radsearch.service.app import Settings, create_app
+
+    running = []
+
+    def start(engine) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(engine, Settings()), host="127.0.0.1",
+                                               port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -11,9 +11,6 @@ tracked files by itself.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,27 +47,10 @@ def viewer(run_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(viewer, run_dir):
-    import uvicorn
-
-    from radsearch.service.app import Settings, create_app
+def server(viewer, run_dir, live_server):
     from radsearch.service.engine import SearchEngine
 
-    engine = SearchEngine.load(viewer[0], run_dir, device="cpu")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, Settings()), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    return live_server(SearchEngine.load(viewer[0], run_dir, device="cpu"))
 
 
 def test_upload_results_and_side_by_side(server, viewer, chromium_path, tmp_path):

@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -118,25 +115,8 @@ def test_an_index_without_a_report_encoder_is_refused(make_client):
 
 
 @pytest.fixture(scope="module")
-def text_server(text_engine):
-    import uvicorn
-
-    from radsearch.service.app import Settings, create_app
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(text_engine, Settings()), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def text_server(text_engine, live_server):
+    return live_server(text_engine)
 
 
 def test_page_searches_by_text(text_server, chromium_path, tmp_path):
