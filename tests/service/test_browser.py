@@ -53,64 +53,52 @@ def server(viewer, run_dir, live_server):
     return live_server(SearchEngine.load(viewer[0], run_dir, device="cpu"))
 
 
-def test_upload_results_and_side_by_side(server, viewer, chromium_path, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+def test_upload_results_and_side_by_side(server, viewer, browser_page, tmp_path):
     SCREENSHOT = REPO / os.environ.get("RADSEARCH_SCREENSHOTS", tmp_path) / "service.png"
     _, cohort, subjects = viewer
     table = cohort.table
     row = int(np.flatnonzero((table["subject"] == subjects[0]).to_numpy()
                              & (table["time"] > 0).to_numpy() & (table["side"] == "L").to_numpy())[0])
     query = cohort.image_paths()[row]
-    errors = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium_path), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
-            page.set_default_timeout(120_000)     # a busy shared CI machine, not a timing test
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.goto(server)
-            page.wait_for_function("document.getElementById('index-info').textContent"
-                                   ".includes('calibrated')")
-            assert "12 images of 6 subjects" in page.inner_text("#index-info")
-            page.select_option("#query-side", "L")
-            page.fill("#k", "6")
-            page.set_input_files("#images", str(query))       # choosing a file starts the search
-            page.wait_for_selector("#hits li img[src^='blob:']")
-            cards = page.locator("#hits li")
-            assert cards.count() == 6
-            assert "log₁₀ LR" in cards.first.inner_text() and "subject K" in cards.first.inner_text()
-            decision = page.inner_text("#decision")
-            assert "T = " in decision and ("no candidate above" in decision
-                                           or "candidate above" in decision)
-            assert page.locator("#query-images img").count() == 1
-            page.wait_for_function("Array.from(document.querySelectorAll('#hits img'))"
-                                   ".every(i => i.complete && i.naturalWidth > 0)")
+    page, errors = browser_page
+    page.goto(server)
+    page.wait_for_function("document.getElementById('index-info').textContent"
+                           ".includes('calibrated')")
+    assert "12 images of 6 subjects" in page.inner_text("#index-info")
+    page.select_option("#query-side", "L")
+    page.fill("#k", "6")
+    page.set_input_files("#images", str(query))       # choosing a file starts the search
+    page.wait_for_selector("#hits li img[src^='blob:']")
+    cards = page.locator("#hits li")
+    assert cards.count() == 6
+    assert "log₁₀ LR" in cards.first.inner_text() and "subject K" in cards.first.inner_text()
+    decision = page.inner_text("#decision")
+    assert "T = " in decision and ("no candidate above" in decision
+                                   or "candidate above" in decision)
+    assert page.locator("#query-images img").count() == 1
+    page.wait_for_function("Array.from(document.querySelectorAll('#hits img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
 
-            cards.first.click()
-            page.wait_for_selector("#compare[data-ready='1']")
-            sizes = page.evaluate("['left','right'].map(id => [document.getElementById(id).width,"
-                                  " document.getElementById(id).height])")
-            assert sizes == [[160, 160], [160, 160]]      # full size, not the thumbnail
-            before = page.evaluate("document.getElementById('right').getContext('2d')"
-                                   ".getImageData(80, 80, 1, 1).data[0]")
-            page.fill("#window", "40")                      # narrow window: more contrast
-            page.dispatch_event("#window", "input")
-            after = page.evaluate("document.getElementById('right').getContext('2d')"
-                                  ".getImageData(80, 80, 1, 1).data[0]")
-            assert before != after
-            page.fill("#window", "255")
-            page.dispatch_event("#window", "input")
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.keyboard.press("Escape")
-            assert page.locator("#compare").is_hidden()
-            page.screenshot(path=str(SCREENSHOT.with_name("service-results.png")))
-            cards.first.click()
-            page.wait_for_selector("#compare[data-ready='1']")
-            page.screenshot(path=str(SCREENSHOT))
-        finally:
-            browser.close()
+    cards.first.click()
+    page.wait_for_selector("#compare[data-ready='1']")
+    sizes = page.evaluate("['left','right'].map(id => [document.getElementById(id).width,"
+                          " document.getElementById(id).height])")
+    assert sizes == [[160, 160], [160, 160]]      # full size, not the thumbnail
+    before = page.evaluate("document.getElementById('right').getContext('2d')"
+                           ".getImageData(80, 80, 1, 1).data[0]")
+    page.fill("#window", "40")                      # narrow window: more contrast
+    page.dispatch_event("#window", "input")
+    after = page.evaluate("document.getElementById('right').getContext('2d')"
+                          ".getImageData(80, 80, 1, 1).data[0]")
+    assert before != after
+    page.fill("#window", "255")
+    page.dispatch_event("#window", "input")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.keyboard.press("Escape")
+    assert page.locator("#compare").is_hidden()
+    page.screenshot(path=str(SCREENSHOT.with_name("service-results.png")))
+    cards.first.click()
+    page.wait_for_selector("#compare[data-ready='1']")
+    page.screenshot(path=str(SCREENSHOT))
     assert not errors, errors
     assert SCREENSHOT.stat().st_size > 10_000

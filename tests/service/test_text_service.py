@@ -119,44 +119,32 @@ def text_server(text_engine, live_server):
     return live_server(text_engine)
 
 
-def test_page_searches_by_text(text_server, chromium_path, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+def test_page_searches_by_text(text_server, browser_page, tmp_path):
     screenshot = REPO / os.environ.get("RADSEARCH_SCREENSHOTS", tmp_path) / "service-text.png"
-    errors = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium_path), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
-            page.set_default_timeout(120_000)     # a busy shared CI machine, not a timing test
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.goto(text_server)
-            page.wait_for_selector("#text-query", state="visible")
-            assert "search by text" in page.inner_text("#index-info")
-            page.fill("#k", "8")
-            page.fill("#text", QUERY)
-            page.press("#text", "Enter")
-            page.wait_for_selector("#hits li img[src^='blob:']")
-            cards = page.locator("#hits li")
-            assert cards.count() == 8
-            assert "score" in cards.first.inner_text() and "subject C" in cards.first.inner_text()
-            assert QUERY in page.inner_text("#query-images")
-            assert "Text query" in page.inner_text("#decision")
-            page.wait_for_function("Array.from(document.querySelectorAll('#hits img'))"
-                                   ".every(i => i.complete && i.naturalWidth > 0)")
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot))
+    page, errors = browser_page
+    page.goto(text_server)
+    page.wait_for_selector("#text-query", state="visible")
+    assert "search by text" in page.inner_text("#index-info")
+    page.fill("#k", "8")
+    page.fill("#text", QUERY)
+    page.press("#text", "Enter")
+    page.wait_for_selector("#hits li img[src^='blob:']")
+    cards = page.locator("#hits li")
+    assert cards.count() == 8
+    assert "score" in cards.first.inner_text() and "subject C" in cards.first.inner_text()
+    assert QUERY in page.inner_text("#query-images")
+    assert "Text query" in page.inner_text("#decision")
+    page.wait_for_function("Array.from(document.querySelectorAll('#hits img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot))
 
-            cards.first.click()
-            page.wait_for_selector("#compare[data-ready='1']")
-            assert page.locator("#left").is_hidden()
-            assert QUERY in page.inner_text("#left-text")
-            assert page.evaluate("document.getElementById('right').width") == 128
-            page.keyboard.press("Escape")
-            assert page.locator("#compare").is_hidden()
-        finally:
-            browser.close()
+    cards.first.click()
+    page.wait_for_selector("#compare[data-ready='1']")
+    assert page.locator("#left").is_hidden()
+    assert QUERY in page.inner_text("#left-text")
+    assert page.evaluate("document.getElementById('right').width") == 128
+    page.keyboard.press("Escape")
+    assert page.locator("#compare").is_hidden()
     assert not errors, errors
     assert screenshot.stat().st_size > 10_000
