@@ -10,37 +10,23 @@ from test_dicomweb import NAME, dx_instance, orthanc, _store  # noqa: F401 — t
 from radsearch.cli.main import main as cli_main
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    import torch
-
-    from radsearch.synth import generate_knee
-    from radsearch.training import load_config, train
-
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("dwrun")
-    generate_knee(8, seed=0, image_size=32, out_dir=folder / "knees", workers=1)
-    config = load_config(None, [
-        f"data.manifest={folder / 'knees' / 'manifest.csv'}", "data.image_size=32",
-        "data.resize=36", "data.workers=0", "model.embedding_dim=8", "train.epochs=1",
-        "train.subjects_per_batch=4", "train.images_per_subject=2",
-        "train.max_batches_per_epoch=1", "train.progress=false", "train.threads=1",
-        "train.device=cpu", f"run.out_dir={folder}", "run.name=run"])
-    return train(config)
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run[0]
 
 
-def test_index_build_and_add_from_a_pacs(orthanc, tiny_run, tmp_path, capsys):  # noqa: F811
+def test_index_build_and_add_from_a_pacs(orthanc, run, tmp_path, capsys):  # noqa: F811
     _store(orthanc, [dx_instance("MRN001", "20150301", seed=1),
                      dx_instance("MRN002", "20160301", seed=2)])
     out = tmp_path / "pacs.index"
-    assert cli_main(["index", "build", str(tiny_run), "--dicomweb", orthanc, "--out", str(out),
+    assert cli_main(["index", "build", str(run), "--dicomweb", orthanc, "--out", str(out),
                      "--device", "cpu", "--json"]) == 0
     printed = capsys.readouterr().out
     result = json.loads(printed[printed.index("{"):])
     assert result["count"] == 2 and (tmp_path / "pacs.index.dicomweb" / "manifest.csv").is_file()
 
     _store(orthanc, [dx_instance("MRN003", "20200505", seed=3)])
-    assert cli_main(["index", "add", str(out), "--dicomweb", orthanc, "--run", str(tiny_run),
+    assert cli_main(["index", "add", str(out), "--dicomweb", orthanc, "--run", str(run),
                      "--json"]) == 0
     printed = capsys.readouterr().out
     assert "1 fetched, 2 already" in printed
@@ -52,15 +38,15 @@ def test_index_build_and_add_from_a_pacs(orthanc, tiny_run, tmp_path, capsys):  
         p.read_bytes() for p in out.rglob("*") if p.is_file())
 
 
-def test_manifest_or_dicomweb_not_both(tiny_run, tmp_path, capsys):
-    assert cli_main(["index", "build", str(tiny_run), "--out", str(tmp_path / "i")]) == 2
+def test_manifest_or_dicomweb_not_both(run, tmp_path, capsys):
+    assert cli_main(["index", "build", str(run), "--out", str(tmp_path / "i")]) == 2
     assert "MANIFEST or --dicomweb" in capsys.readouterr().err
-    assert cli_main(["index", "build", str(tiny_run), "m.csv", "--dicomweb", "http://x",
+    assert cli_main(["index", "build", str(run), "m.csv", "--dicomweb", "http://x",
                      "--out", str(tmp_path / "i")]) == 2
     assert "not both" in capsys.readouterr().err
 
 
-def test_pseudonymised_index_holds_no_patient_id(orthanc, tiny_run, tmp_path,  # noqa: F811
+def test_pseudonymised_index_holds_no_patient_id(orthanc, run, tmp_path,  # noqa: F811
                                                  capsys, caplog):
     """build + add with --pseudonym-key: no PatientID in the index, the pulled files, the
     output, the logs, the service's answers or its audit log; pseudonyms stable across pulls."""
@@ -84,17 +70,17 @@ def test_pseudonymised_index_holds_no_patient_id(orthanc, tiny_run, tmp_path,  #
     _store(orthanc, [dx_instance("MRN001", "20150301", seed=1),
                      dx_instance("MRN002", "20160301", seed=2)])
     out = tmp_path / "pacs.index"
-    assert cli_main(["index", "build", str(tiny_run), "--dicomweb", orthanc, "--out", str(out),
+    assert cli_main(["index", "build", str(run), "--dicomweb", orthanc, "--out", str(out),
                      "--device", "cpu", "--pseudonym-key", str(key_file)]) == 0
     _store(orthanc, [dx_instance("MRN001", "20200505", seed=3)])       # a follow-up study
-    assert cli_main(["index", "add", str(out), "--dicomweb", orthanc, "--run", str(tiny_run),
+    assert cli_main(["index", "add", str(out), "--dicomweb", orthanc, "--run", str(run),
                      "--pseudonym-key", str(key_file)]) == 0
     assert cli_main(["index", "add", str(out), "--dicomweb", orthanc, "--run",
-                     str(tiny_run)]) == 2                      # forgetting the key is refused
+                     str(run)]) == 2                      # forgetting the key is refused
     printed = capsys.readouterr()
 
     audit = tmp_path / "audit.jsonl"
-    engine = SearchEngine.load(out, tiny_run, device="cpu")
+    engine = SearchEngine.load(out, run, device="cpu")
     with TestClient(create_app(engine, Settings(audit_log=audit))) as client:
         images = sorted((tmp_path / "pacs.index.dicomweb" / "images").glob("*.dcm"))
         answers = [client.post("/search", files={"images": ("q.dcm", p.read_bytes(),

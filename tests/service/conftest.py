@@ -7,21 +7,11 @@ the same code path a user runs, only smaller.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip locally, fail when CI=true: CI must never pass by skipping a system test."""
-    if condition:
-        return
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI=true: .ci/run installs it; system tests must not skip)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -88,12 +78,12 @@ def make_client(engine, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def chromium_path() -> Path:
-    require(CHROMIUM.is_file(), "Chromium is not installed (apt-get install chromium)")
+def chromium_path(require_system) -> Path:
+    require_system(CHROMIUM.is_file(), "Chromium is not installed (apt-get install chromium)")
     try:
         import playwright  # noqa: F401
     except ImportError:
-        require(False, "the playwright package is not installed (pip install playwright)")
+        require_system(False, "the playwright package is not installed (pip install playwright)")
     return CHROMIUM
 
 

@@ -89,8 +89,8 @@ def test_missing_system_package_skips_locally_and_fails_in_ci(monkeypatch):
     import importlib.util
 
     # by path: every test folder has a module named conftest
-    spec = importlib.util.spec_from_file_location("service_conftest",
-                                                  Path(__file__).with_name("conftest.py"))
+    spec = importlib.util.spec_from_file_location("tests_conftest",
+                                                  Path(__file__).parents[1] / "conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     require = module.require
