@@ -39,7 +39,7 @@ from radsearch.models.mmdl import MMDLModel
 from radsearch.models.text import build_text_encoder
 from radsearch.training.config import _merge, apply_override
 from radsearch.training.embed import resolve_device
-from radsearch.training.mmdl_options import MMDLATH, MMDLStage
+from radsearch.training.mmdl_options import MMDLATH, MMDLImages, MMDLStage
 from radsearch.training.rundir import RunDir
 
 
@@ -114,6 +114,7 @@ class MMDLConfig(_Strict):
     compare: MMDLCompare = Field(default_factory=MMDLCompare)
     ath: MMDLATH = Field(default_factory=MMDLATH)        # extension: ATH hashing head (bits > 0)
     stage: MMDLStage = Field(default_factory=MMDLStage)  # extension B: ranking-loss stage
+    images: MMDLImages = Field(default_factory=MMDLImages)  # RAM or file-backed decoded images
 
 
 def load_mmdl_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -303,7 +304,8 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
     use_text = config.loss.kind == "mmdl" and config.data.report_fraction > 0
     model = build_model(config, train_reports if use_text else None).to(device)
     if images is None:  # after the model: a bad text.encoder fails before decoding images
-        images = load_images(cohort, config.data.image_size)
+        from radsearch.training.mmdl_images import training_images  # RAM or file-backed
+        images = training_images(cohort, config.data.image_size, config.images, log=log)
     L = config.loss
     weights = MMDLWeights(label=L.label, alpha=L.alpha if L.kind == "mmdl" else 0.0,
                           beta=L.beta, gamma=L.gamma, temperature=L.temperature,
@@ -460,7 +462,8 @@ def compare_mmdl(config: MMDLConfig, out_dir: str | Path, seeds: int | None = No
                 cohort = Cohort.load(cfg.data.manifest) if cfg.data.manifest else None
                 if cohort is None:
                     raise ConfigError("data.manifest is not set; give data.manifest=PATH.")
-                images = load_images(cohort, cfg.data.image_size)
+                from radsearch.training.mmdl_images import training_images
+                images = training_images(cohort, cfg.data.image_size, cfg.images, log=log)
             log(f"== {name} seed {seed}")
             train_mmdl(cfg, run, cohort=cohort, images=images, log=log)
     results = {name: [read_results(out / name / f"seed{s}") for s in range(n_seeds)]

@@ -29,8 +29,9 @@ from radsearch.losses.mmdl import label_bce, label_targets
 from radsearch.losses.ranking import MultiLabelRankingLoss
 from radsearch.training.embed import resolve_device
 from radsearch.training.mmdl import (MMDLConfig, _batch_tensor, embed_all, label_states,
-                                     load_images, load_mmdl_run, noisy_training_targets,
+                                     load_mmdl_run, noisy_training_targets,
                                      read_results, retrieval_space, text_to_image_precision)
+from radsearch.training.mmdl_images import training_images
 from radsearch.training.rundir import RunDir
 
 
@@ -88,7 +89,7 @@ def finetune_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
         "train": parent_cfg.train.model_copy(update={"seed": config.train.seed})})
     if images is None or images.shape[1] != parent_cfg.data.image_size \
             or len(images) != len(cohort):
-        images = load_images(cohort, parent_cfg.data.image_size)
+        images = training_images(cohort, parent_cfg.data.image_size, config.images, log=log)
     device = resolve_device(config.train.device)
     model = model.to(device)
     for name, p in model.named_parameters():  # the report branch stays as the parent left it

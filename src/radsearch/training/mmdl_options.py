@@ -50,3 +50,14 @@ class MMDLATH(_Strict):
     margin: float = Field(0.25, ge=0.0)        # on L2-normalised relaxed codes
     quantization: float = Field(0.1, ge=0.0)   # weight of mean (|h| − 1)²
     retrieval: Literal["hamming", "cosine"] = "hamming"  # sign codes, or the relaxed codes
+
+
+class MMDLImages(_Strict):
+    """Where decoded training images live: ``auto`` keeps them in RAM up to ``ram_budget_gb`` and
+    uses a file-backed (memory-mapped) uint8 array above it; ``ram`` / ``file`` force one path.
+    ``cache_dir``: folder of the file (default: ``.radsearch-cache/mmdl-images`` next to the
+    manifest)."""
+
+    mode: Literal["auto", "ram", "file"] = "auto"
+    ram_budget_gb: float = Field(8.0, ge=0.0)
+    cache_dir: str | None = None
