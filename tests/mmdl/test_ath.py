@@ -58,7 +58,8 @@ def test_quantization_and_ath_loss_terms():
     triplet = pml_losses.TripletMarginLoss(margin=0.3)(
         h, torch.arange(5), indices_tuple=multilabel_triplets(relevance_matrix(targets)))
     torch.testing.assert_close(terms["hash_triplet"], triplet)
-    expected = base(u, logits, targets, weights)["loss"] + 2.0 * triplet + 0.5 * quantization_loss(h)
+    expected = (base(u, logits, targets, weights)["loss"] + 2.0 * triplet
+                + 0.5 * quantization_loss(h))
     torch.testing.assert_close(terms["loss"], expected)
     terms["loss"].backward()
     assert hash_layer.weight.grad is not None and hash_layer.weight.grad.abs().sum() > 0

@@ -1,4 +1,4 @@
-"""`radsearch mmdl train | compare | finetune` — diagnostic retrieval trained with reports (MMDL)."""
+"""`radsearch mmdl train | compare` — diagnostic retrieval trained with reports (MMDL)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ A~C), so the label vectors the losses below were written for are replaced, per l
   i's label, so for anchor i the batch is relabelled: i and its relevant rows get label 0, every
   other row a label of its own; PML's unreduced (``DoNothingReducer``) value of row i is then
   FastAP of i's relevance row exactly. One PML call per anchor (B² · bins work each).
-* ``smoothap``: PML ``SmoothAPLoss`` needs equal-sized single-label classes laid out in blocks, which
-  a multi-label batch cannot give; the same formula is evaluated here with a relevance mask
+* ``smoothap``: PML ``SmoothAPLoss`` needs equal-sized single-label classes laid out in blocks,
+  which a multi-label batch cannot give; the same formula is evaluated here with a relevance mask
   (``smooth_ap_loss``) and checked against PML on single-label batches in the tests. As PML and
   the authors' code, the anchor counts as its own positive.
 * ``adatriplet``: the project's AdaTriplet on a :class:`TripletGeometry` whose "same" matrix is the
