@@ -15,7 +15,7 @@ from radsearch.losses.mmdl import MMDLLoss, MMDLWeights
 from radsearch.losses.ranking import multilabel_triplets, relevance_matrix
 from radsearch.models.ath import ATHModel, SpatialAttention, hamming_distances
 from radsearch.synth import generate_chest
-from radsearch.training.mmdl import load_mmdl_config, load_mmdl_run, train_mmdl
+from radsearch.training.mmdl import embed_all, load_mmdl_config, load_mmdl_run, train_mmdl
 
 
 def test_spatial_attention_by_hand():
@@ -78,20 +78,26 @@ def test_ath_model_codes_and_errors():
         ATHModel("resnet18", bits=0)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0])  # ATH (image only) and ATH+MMDL (with reports)
-def test_tiny_ath_runs_rank_by_hamming(fraction, tmp_path):
+# ATH (image only, Hamming ranking) and ATH+MMDL (with reports, cosine on the relaxed codes)
+@pytest.mark.parametrize("fraction,retrieval", [(0.0, "hamming"), (1.0, "cosine")])
+def test_tiny_ath_runs(fraction, retrieval, tmp_path):
     synth = generate_chest(12, seed=6, image_size=32, workers=1)
     alpha = 0.0 if fraction == 0 else 1e-3
     cfg = load_mmdl_config(None, ["model.backbone=resnet18", "model.dim=8", "model.hidden=8",
                                   "data.image_size=32", "train.epochs=1", "train.batch_size=16",
                                   f"data.report_fraction={fraction}", f"loss.alpha={alpha}",
-                                  "ath.bits=16"])
+                                  "ath.bits=16", f"ath.retrieval={retrieval}"])
     out = train_mmdl(cfg, tmp_path / "run", cohort=synth.cohort, images=synth.images,
                      log=lambda m: None)
-    assert out["settings"]["retrieval_space"] == "hash-hamming"
+    assert out["settings"]["retrieval_space"] == f"hash-{retrieval}"
     assert "hash_triplet" in out["history"][0] and "quantization" in out["history"][0]
     assert (out["settings"]["text_encoder"] is None) == (fraction == 0)
     model, config, _ = load_mmdl_run(tmp_path / "run", synth.cohort)
     assert isinstance(model, ATHModel) and config.ath.bits == 16
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert 0 <= saved["diagnostic"]["groups"]["all"]["mAP@10"] <= 1
+    vectors, _ = embed_all(model, synth.images, f"hash-{retrieval}", torch.device("cpu"))
+    if retrieval == "hamming":  # unit sign codes: every entry ±1/√K
+        np.testing.assert_allclose(np.abs(vectors), 1 / np.sqrt(16), rtol=1e-6)
+    else:
+        assert len(np.unique(np.abs(vectors).round(6))) > 2
