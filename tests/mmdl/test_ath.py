@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from pytorch_metric_learning import losses as pml_losses
 from scipy.spatial.distance import cdist
 
 from radsearch.errors import ConfigError
-from radsearch.losses.ath import ATHLoss, quantization_loss
+from radsearch.losses.ath import ATHLoss, HashTripletLoss, quantization_loss
 from radsearch.losses.mmdl import MMDLLoss, MMDLWeights
 from radsearch.losses.ranking import multilabel_triplets, relevance_matrix
 from radsearch.models.ath import ATHModel, SpatialAttention, hamming_distances
@@ -55,14 +54,25 @@ def test_quantization_and_ath_loss_terms():
                    quantization=0.5)
     terms = loss(u, logits, targets, weights)
     h = torch.tanh(hash_layer(u))
-    triplet = pml_losses.TripletMarginLoss(margin=0.3)(
-        h, torch.arange(5), indices_tuple=multilabel_triplets(relevance_matrix(targets)))
+    triplet = HashTripletLoss(margin=0.3)(h, targets)
     torch.testing.assert_close(terms["hash_triplet"], triplet)
     expected = (base(u, logits, targets, weights)["loss"] + 2.0 * triplet
                 + 0.5 * quantization_loss(h))
     torch.testing.assert_close(terms["loss"], expected)
     terms["loss"].backward()
     assert hash_layer.weight.grad is not None and hash_layer.weight.grad.abs().sum() > 0
+
+
+def test_hash_triplet_on_sign_codes_is_a_hamming_fraction_triplet():
+    rng = np.random.default_rng(1)
+    codes = np.where(rng.normal(size=(6, 10)) >= 0, 1.0, -1.0)
+    targets = torch.tensor([[1, 0], [1, 1], [0, 1], [1, 0], [0, 1], [1, 0]]).float()
+    ham = cdist(codes > 0, codes > 0, "hamming")  # share of differing bits (scipy)
+    a, p, n = multilabel_triplets(relevance_matrix(targets))
+    hinges = np.maximum(0.0, ham[a, p] - ham[a, n] + 0.25)  # 0.25: no hinge lands on 0
+    expected = hinges[hinges > 0].mean()  # PML's AvgNonZeroReducer
+    got = HashTripletLoss(margin=0.25)(torch.from_numpy(codes).float(), targets)
+    assert float(got) == pytest.approx(expected, abs=1e-6)
 
 
 def test_ath_model_codes_and_errors():

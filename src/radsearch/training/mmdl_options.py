@@ -47,7 +47,7 @@ class MMDLATH(_Strict):
     bits: int = Field(0, ge=0)
     attention: bool = True
     triplet_weight: float = Field(1.0, ge=0.0)
-    margin: float = Field(0.25, ge=0.0)        # on L2-normalised relaxed codes
+    margin: float = Field(0.25, ge=0.0, le=1.0)  # share of the K bits (Hamming fraction)
     quantization: float = Field(0.1, ge=0.0)   # weight of mean (|h| − 1)²
     retrieval: Literal["hamming", "cosine"] = "hamming"  # sign codes, or the relaxed codes
 
