@@ -15,6 +15,7 @@ conv → sigmoid, one weight per cell.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from radsearch.errors import ConfigError
@@ -60,7 +61,11 @@ class ATHModel(MMDLModel):
         return fmap.mean(dim=(2, 3))
 
     def relaxed_codes(self, common: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.hash(common))
+        """tanh(W · û) on the L2-normalised common vector: the common space's scale is free (the
+        label head reads it unnormalised) and grows in training; fed raw, it saturated tanh from
+        the first epoch and every image got the same sign code (synthetic chest cohort, 4 epochs),
+        a point where the triplet's and tanh's gradients both vanish."""
+        return torch.tanh(self.hash(F.normalize(common.float(), dim=1)))
 
     @torch.no_grad()
     def codes(self, common: torch.Tensor, binary: bool = True) -> torch.Tensor:
