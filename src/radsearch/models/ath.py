@@ -8,7 +8,8 @@ image branch, and the hash layer reads the common-space vector, so the same clas
 stand-alone ATH (trained without reports and without the similarity term) and ATH+MMDL (the ATH head
 on top of the full MMDL objective, reports included).
 
-Spatial attention is CBAM's (Woo et al., ECCV 2018): channel-mean and channel-max maps → k × k
+The hash layer is a bias-free linear map of the L2-normalised common vector, batch-normalised per
+bit without affine terms (bit balance), then tanh. Spatial attention is CBAM's (Woo et al., ECCV 2018): channel-mean and channel-max maps → k × k
 conv → sigmoid, one weight per cell.
 """
 
@@ -48,7 +49,11 @@ class ATHModel(MMDLModel):
             raise ConfigError(f"ath.bits={bits} must be a positive number of bits.")
         self.bits = bits
         self.attention = SpatialAttention() if attention else None
-        self.hash = nn.Linear(self.dim, bits)
+        # no bias + per-bit batch normalisation: each bit splits a batch about in half (bit
+        # balance). With a plain biased layer the bias decided every sign at initialisation and
+        # the quantisation penalty grew it: one sign code for every image (synthetic chest cohort)
+        self.hash = nn.Sequential(nn.Linear(self.dim, bits, bias=False),
+                                  nn.BatchNorm1d(bits, affine=False))
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         if self.attention is None:
@@ -61,10 +66,8 @@ class ATHModel(MMDLModel):
         return fmap.mean(dim=(2, 3))
 
     def relaxed_codes(self, common: torch.Tensor) -> torch.Tensor:
-        """tanh(W · û) on the L2-normalised common vector: the common space's scale is free (the
-        label head reads it unnormalised) and grows in training; fed raw, it saturated tanh from
-        the first epoch and every image got the same sign code (synthetic chest cohort, 4 epochs),
-        a point where the triplet's and tanh's gradients both vanish."""
+        """tanh(BN(W · û)) of the L2-normalised common vector û (the common space's own scale is
+        free: the label head reads it unnormalised)."""
         return torch.tanh(self.hash(F.normalize(common.float(), dim=1)))
 
     @torch.no_grad()
