@@ -9,8 +9,8 @@ stand-alone ATH (trained without reports and without the similarity term) and AT
 on top of the full MMDL objective, reports included).
 
 The hash layer is a bias-free linear map of the L2-normalised common vector, batch-normalised per
-bit without affine terms (bit balance), then tanh. Spatial attention is CBAM's (Woo et al., ECCV 2018): channel-mean and channel-max maps → k × k
-conv → sigmoid, one weight per cell.
+bit without affine terms (bit balance), then tanh. Spatial attention is CBAM's (Woo et al., ECCV
+2018): channel-mean and channel-max maps → k × k conv → sigmoid, one weight per cell.
 """
 
 from __future__ import annotations
