@@ -72,6 +72,32 @@ def compare_command(
     console().print(f"table: {path}", highlight=False)
 
 
+@mmdl_app.command("finetune")
+def finetune_command(
+    run: Path = typer.Argument(..., help="Trained MMDL run folder to continue (the parent)."),
+    overrides: list[str] = typer.Argument(None, help="stage.* overrides, e.g. stage.epochs=3"),
+    loss: str = typer.Option("smoothap", "--loss", help="triplet | fastap | smoothap | "
+                                                        "adatriplet (multi-label relevance)."),
+    out: Path = typer.Option(..., "--out", help="Folder of the fine-tuned run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON only."),
+) -> None:
+    """Ranking-loss stage (extension B): fine-tune RUN's image branch (Adam 5e-6, batch 64)."""
+    import json
+
+    from radsearch.training.mmdl import TABLE_METRICS
+    from radsearch.training.mmdl_finetune import finetune_from_run
+
+    result = finetune_from_run(run, loss, out, overrides or [],
+                               log=(lambda m: None) if as_json else _log)
+    groups = result["diagnostic"]["groups"]["all"]
+    if as_json:
+        print(json.dumps({"run": str(out), "parent_run": str(run), "loss": loss,
+                          **{m: groups[m] for m in TABLE_METRICS}}))
+        return
+    console().print(f"[green]done[/] {out}: " + ", ".join(f"{m} {groups[m]:.3f}"
+                                                        for m in TABLE_METRICS), highlight=False)
+
+
 @mmdl_app.command("reports-vs-labels")
 def reports_vs_labels_command(
     manifest: Path = typer.Argument(..., help="Cohort manifest with labels, split and report."),

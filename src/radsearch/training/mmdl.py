@@ -32,11 +32,14 @@ from radsearch.errors import ConfigError, DataError
 from radsearch.evaluation import evaluate_diagnostic, relevance_retrieval
 from radsearch.images import read_image
 from radsearch.io import atomic_path, write_json, write_text
+from radsearch.losses.ath import ATHLoss
 from radsearch.losses.mmdl import MMDLLoss, MMDLWeights, label_targets
+from radsearch.models.ath import ATHModel
 from radsearch.models.mmdl import MMDLModel
 from radsearch.models.text import build_text_encoder
 from radsearch.training.config import _merge, apply_override
 from radsearch.training.embed import resolve_device
+from radsearch.training.mmdl_options import MMDLATH, MMDLImages, MMDLStage
 from radsearch.training.rundir import RunDir
 
 
@@ -109,6 +112,9 @@ class MMDLConfig(_Strict):
     train: MMDLTrain = Field(default_factory=MMDLTrain)
     run: MMDLRun = Field(default_factory=MMDLRun)
     compare: MMDLCompare = Field(default_factory=MMDLCompare)
+    ath: MMDLATH = Field(default_factory=MMDLATH)        # extension: ATH hashing head (bits > 0)
+    stage: MMDLStage = Field(default_factory=MMDLStage)  # extension B: ranking-loss stage
+    images: MMDLImages = Field(default_factory=MMDLImages)  # RAM or file-backed decoded images
 
 
 def load_mmdl_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -242,6 +248,10 @@ def build_model(config: MMDLConfig, train_reports: list[str] | None) -> MMDLMode
                                      max_length=t.max_length,
                                      trust_remote_code=t.trust_remote_code, freeze=t.freeze)
     m = config.model
+    if config.ath.bits:  # ATH / ATH+MMDL (models/ath.py)
+        return ATHModel(m.backbone, num_classes=len(CHEXPERT_LABELS), dim=m.dim, hidden=m.hidden,
+                        text_encoder=encoder, descriptor=m.descriptor, weights=m.weights,
+                        bits=config.ath.bits, attention=config.ath.attention)
     return MMDLModel(m.backbone, num_classes=len(CHEXPERT_LABELS), dim=m.dim, hidden=m.hidden,
                      text_encoder=encoder, descriptor=m.descriptor, weights=m.weights)
 
@@ -257,6 +267,8 @@ def embed_all(model: MMDLModel, images: np.ndarray, space: str, device: torch.de
         x = _batch_tensor(images, rows, False, rng).to(device)
         common, logit = model.forward_image(x)
         vec = model.image_features(x) if space == "features" else common
+        if space.startswith("hash-"):  # ATH codes: sign (Hamming ranking) or relaxed
+            vec = model.codes(common, binary=space == "hash-hamming")
         vecs.append(F.normalize(vec.float(), dim=1).cpu())
         logits.append(logit.float().cpu())
     return torch.cat(vecs).numpy(), torch.cat(logits).numpy()
@@ -266,6 +278,9 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
                cohort: Cohort | None = None, images: np.ndarray | None = None,
                log=print) -> dict[str, Any]:
     """Train one run and evaluate it; writes ``config.yaml``, ``model.pt``, ``results.json``."""
+    if config.stage.loss != "none":  # extension B: a ranking stage from a trained run
+        from radsearch.training.mmdl_finetune import finetune_mmdl
+        return finetune_mmdl(config, out_dir, cohort=cohort, images=images, log=log)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
@@ -289,12 +304,17 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
     use_text = config.loss.kind == "mmdl" and config.data.report_fraction > 0
     model = build_model(config, train_reports if use_text else None).to(device)
     if images is None:  # after the model: a bad text.encoder fails before decoding images
-        images = load_images(cohort, config.data.image_size)
+        from radsearch.training.mmdl_images import training_images  # RAM or file-backed
+        images = training_images(cohort, config.data.image_size, config.images, log=log)
     L = config.loss
     weights = MMDLWeights(label=L.label, alpha=L.alpha if L.kind == "mmdl" else 0.0,
                           beta=L.beta, gamma=L.gamma, temperature=L.temperature,
                           text_label=L.text_label)
     criterion = MMDLLoss(weights)
+    if config.ath.bits:
+        A = config.ath
+        criterion = ATHLoss(criterion, model.relaxed_codes, A.triplet_weight, A.margin,
+                            A.quantization)
     states = noisy_training_targets(cohort, label_states(cohort), config.data.label_noise,
                                     config.data.pairing_seed)
     targets_all, weights_all = label_targets(states, config.data.uncertain)
@@ -337,7 +357,7 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
             f"inv {row['invariance']:.4f})")
     train_seconds = time.perf_counter() - started
 
-    space = "features" if config.loss.kind == "classifier" else "common"
+    space = retrieval_space(config)
     vectors, logits = embed_all(model, images, space, device)
     result = evaluate_diagnostic(vectors, cohort, database="train", queries="test",
                                  classes=list(CHEXPERT_LABELS), logits=logits)
@@ -352,7 +372,7 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
                 "history": history, "diagnostic": result.to_dict(),
                 "per_query": per_query,
                 "query_rows": None if result.query_rows is None else result.query_rows.tolist()}
-    if model.text_encoder is not None:
+    if model.text_encoder is not None and space == "common":  # ATH codes: no text → image
         out_json["text_to_image"] = text_to_image_precision(model, cohort, vectors, device)
     run = RunDir(out)
     write_text(run.config, yaml.safe_dump(config.model_dump(), sort_keys=False))
@@ -360,6 +380,13 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
         torch.save({"model": model.state_dict(), "config": config.model_dump()}, tmp)
     write_json(run.results, out_json)
     return out_json
+
+
+def retrieval_space(config: MMDLConfig) -> str:
+    """features (D121 baseline), hash-hamming / hash-cosine (ATH) or common."""
+    if config.ath.bits:
+        return f"hash-{config.ath.retrieval}"
+    return "features" if config.loss.kind == "classifier" else "common"
 
 
 @torch.no_grad()
@@ -435,7 +462,8 @@ def compare_mmdl(config: MMDLConfig, out_dir: str | Path, seeds: int | None = No
                 cohort = Cohort.load(cfg.data.manifest) if cfg.data.manifest else None
                 if cohort is None:
                     raise ConfigError("data.manifest is not set; give data.manifest=PATH.")
-                images = load_images(cohort, cfg.data.image_size)
+                from radsearch.training.mmdl_images import training_images
+                images = training_images(cohort, cfg.data.image_size, cfg.images, log=log)
             log(f"== {name} seed {seed}")
             train_mmdl(cfg, run, cohort=cohort, images=images, log=log)
     results = {name: [read_results(out / name / f"seed{s}") for s in range(n_seeds)]
