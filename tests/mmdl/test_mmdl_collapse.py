@@ -139,3 +139,38 @@ def test_label_dropout_drops_findings_per_study_and_keeps_test_labels():
     everything = dropped_training_targets(cohort, states, 1.0, 0)
     train = everything[split == "train"]
     assert (train[:, nf] == 1).all() and (np.nansum(train, axis=1) == 1).all()
+
+
+def _run(shift, seed: int, fraction: float, shuffled: bool = False) -> dict:
+    """A fake finished run: per-query mAP@10 = random + shift (shift: a number or one per seed)."""
+    rng = np.random.default_rng(seed)
+    per_query = rng.random(60) + (shift[seed] if isinstance(shift, list) else shift)
+    groups = {m: float(per_query.mean()) for m in
+              ("mAP@1", "mAP@5", "mAP@10", "mAP@20", "mAP", "Acc@1", "Acc@5")}
+    return {"diagnostic": {"groups": {"all": groups}},
+            "per_query": {"mAP@10": per_query.tolist()},
+            "spread": {"mean_cosine": 0.5, "effective_dims": 3.0},
+            "settings": {"n_train_with_report": 0, "train_seconds": 1.0,
+                         "text_encoder": {"kind": "tfidf"} if fraction else None,
+                         "data": {"report_fraction": fraction, "shuffle_reports": shuffled}}}
+
+
+def test_decision_rule_every_seed_interval_and_shuffled_control():
+    from radsearch.training.mmdl import comparison_markdown, summarise
+
+    results = {"image-mmdl": [_run(0.0, s, 0.0) for s in range(3)],
+               "report-mmdl-p1": [_run(0.05, s, 1.0) for s in range(3)],
+               "report-mmdl-p0.5": [_run([0.05, 0.05, -0.01], s, 0.5) for s in range(3)],
+               "shuffled-p1": [_run(0.0, s, 1.0, shuffled=True) for s in range(3)]}
+    summary = summarise(results, "image-mmdl", n_boot=200)
+    rows = summary["methods"]
+    assert rows["report-mmdl-p1"]["verdict"] == "gain"
+    assert rows["report-mmdl-p0.5"]["verdict"] == "no gain"  # one seed negative
+    assert rows["shuffled-p1"]["verdict"] == "control: no gain"
+    table = comparison_markdown(summary)
+    assert "| 0.5 | report-mmdl-p0.5 |" in table and "| 1 | report-mmdl-p1 |" in table
+    # the same gain no longer counts when the shuffled control gains too
+    results["shuffled-p1"] = [_run(0.04, s, 1.0, shuffled=True) for s in range(3)]
+    rows = summarise(results, "image-mmdl", n_boot=200)["methods"]
+    assert rows["shuffled-p1"]["verdict"] == "control gains"
+    assert rows["report-mmdl-p1"]["verdict"] == "no (control gains too)"

@@ -540,6 +540,13 @@ def summarise(results: dict[str, list[dict]], reference: str, n_boot: int = 2000
         if all(v is not None for v in t2i):
             row["text_P@10"] = float(np.mean(t2i))
         row["n_train_with_report"] = runs[0]["settings"]["n_train_with_report"]
+        data = runs[0]["settings"].get("data", {})
+        row["report_fraction"] = float(data.get("report_fraction", 0.0)) \
+            if runs[0]["settings"].get("text_encoder") else 0.0
+        row["shuffled"] = bool(data.get("shuffle_reports", False))
+        spreads = [r["spread"] for r in runs if "spread" in r]
+        if spreads:
+            row["spread"] = {k: float(np.mean([sp[k] for sp in spreads])) for k in spreads[0]}
         row["train_seconds"] = float(np.mean([r["settings"]["train_seconds"] for r in runs]))
         if name != reference:
             for m in (metric, "Acc@1"):
@@ -561,13 +568,37 @@ def summarise(results: dict[str, list[dict]], reference: str, n_boot: int = 2000
                                      "ci_excludes_0": bool(ci is not None
                                                            and (ci[0] > 0 or ci[1] < 0))}
         out["methods"][name] = row
+    _decide(out, metric)
     return out
+
+
+def _gains(delta: dict[str, Any] | None) -> bool:
+    """A gain: positive in every seed and a paired bootstrap interval entirely above 0."""
+    return bool(delta and delta["every_seed"] and delta["ci"] and delta["ci"][0] > 0)
+
+
+def _decide(summary: dict[str, Any], metric: str) -> None:
+    """The issue's decision rule per report arm: a gain counts only if it holds in every seed, its
+    paired bootstrap interval excludes 0 and no shuffled-report control in the table gains too."""
+    methods = summary["methods"]
+    control_gains = any(_gains(r.get(f"delta {metric}")) for r in methods.values()
+                        if r.get("shuffled"))
+    for row in methods.values():
+        delta = row.get(f"delta {metric}")
+        if delta is None or not row.get("report_fraction"):
+            continue
+        if row.get("shuffled"):
+            row["verdict"] = "control gains" if _gains(delta) else "control: no gain"
+        elif not _gains(delta):
+            row["verdict"] = "no gain"
+        else:
+            row["verdict"] = "no (control gains too)" if control_gains else "gain"
 
 
 def comparison_markdown(summary: dict[str, Any]) -> str:
     ref, metric = summary["reference"], summary["metric"]
     head = ["method", *TABLE_METRICS, f"Δ{metric} vs {ref} [95% CI]", "Δ per seed",
-            "ΔAcc@1", "text→image P@10", "train s/run"]
+            "ΔAcc@1", "verdict", "mean cos", "text→image P@10", "train s/run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in summary["methods"].items():
         cells = [name] + [f"{row[m]['mean']:.3f} ± {row[m]['se']:.3f}" for m in TABLE_METRICS]
@@ -578,9 +609,33 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
             cells.append(cell)
             if m == metric:
                 cells.append("—" if d is None else " ".join(f"{x:+.3f}" for x in d["per_seed"]))
+        cells.append(row.get("verdict", "—"))
+        cells.append(f"{row['spread']['mean_cosine']:.3f}" if "spread" in row else "—")
         cells.append(f"{row['text_P@10']:.3f}" if "text_P@10" in row else "—")
         cells.append(f"{row['train_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + sweep_markdown(summary)
+
+
+def sweep_markdown(summary: dict[str, Any]) -> str:
+    """Pairing-fraction sweep: the reference (p = 0) and the unshuffled report arms named
+    ``*-p<fraction>`` with nothing else changed, by p."""
+    ref, metric = summary["reference"], summary["metric"]
+    methods = summary["methods"]
+    arms = [(0.0, ref)] + sorted(
+        (r["report_fraction"], n) for n, r in methods.items()
+        if n != ref and r.get("report_fraction") and not r.get("shuffled")
+        and n.rsplit("-p", 1)[-1] == f"{r['report_fraction']:g}")
+    if len(arms) < 2:
+        return ""
+    lines = ["", f"| p (share of training studies with a report) | method | {metric} | "
+             f"Δ{metric} [95% CI] | Δ per seed |", "|---|---|---|---|---|"]
+    for p, name in arms:
+        row, d = methods[name], methods[name].get(f"delta {metric}")
+        delta = "—" if d is None else f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+        per_seed = "—" if d is None else " ".join(f"{x:+.3f}" for x in d["per_seed"])
+        lines.append(f"| {p:g} | {name} | {row[metric]['mean']:.3f} ± {row[metric]['se']:.3f} | "
+                     f"{delta} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 
