@@ -174,3 +174,6 @@ def test_decision_rule_every_seed_interval_and_shuffled_control():
     rows = summarise(results, "image-mmdl", n_boot=200)["methods"]
     assert rows["shuffled-p1"]["verdict"] == "control gains"
     assert rows["report-mmdl-p1"]["verdict"] == "no (control gains too)"
+    del results["shuffled-p1"]  # without a control the rule cannot decide
+    rows = summarise(results, "image-mmdl", n_boot=200)["methods"]
+    assert rows["report-mmdl-p1"]["verdict"] == "undecided (no shuffled control)"

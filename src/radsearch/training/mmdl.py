@@ -581,6 +581,7 @@ def _decide(summary: dict[str, Any], metric: str) -> None:
     """The issue's decision rule per report arm: a gain counts only if it holds in every seed, its
     paired bootstrap interval excludes 0 and no shuffled-report control in the table gains too."""
     methods = summary["methods"]
+    has_control = any(r.get("shuffled") for r in methods.values())
     control_gains = any(_gains(r.get(f"delta {metric}")) for r in methods.values()
                         if r.get("shuffled"))
     for row in methods.values():
@@ -592,7 +593,8 @@ def _decide(summary: dict[str, Any], metric: str) -> None:
         elif not _gains(delta):
             row["verdict"] = "no gain"
         else:
-            row["verdict"] = "no (control gains too)" if control_gains else "gain"
+            row["verdict"] = ("no (control gains too)" if control_gains else "gain") \
+                if has_control else "undecided (no shuffled control)"
 
 
 def comparison_markdown(summary: dict[str, Any]) -> str:
