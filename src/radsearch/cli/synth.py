@@ -65,11 +65,18 @@ def chest(subjects: int = SUBJECTS, out: Path = OUT, seed: int = SEED, image_siz
                                              help="How often acute findings appear."),
           report_fraction: float = typer.Option(1.0, "--report-fraction",
                                                 help="Share of studies with a report."),
+          from_openi: str | None = typer.Option(
+              None, "--from-openi", help="Instead: one phantom per real OpenI report, drawn from "
+              "its MeSH findings; 'auto' = NLMCXR_reports.tgz from torchxrayvision, or a path "
+              "to it / the ecgen-radiology folder (offline). --subjects is then ignored."),
           workers: int | None = WORKERS, overwrite: bool = OVERWRITE) -> None:
     """Frontal chest films over years with the 14 CheXpert findings and reports."""
     from radsearch.synth import generate_chest
 
     _check_out(out, overwrite)
+    if from_openi is not None:
+        _chest_from_openi(from_openi, out, seed, image_size, workers)
+        return
     with _progress(subjects, "chests") as advance, _flag_names():
         synth = generate_chest(subjects, seed=seed, image_size=image_size, out_dir=out,
                                report_fraction=report_fraction, workers=workers, progress=advance,
@@ -80,6 +87,20 @@ def chest(subjects: int = SUBJECTS, out: Path = OUT, seed: int = SEED, image_siz
     _done(synth.manifest, f"{len(t)} images, {t.study.nunique()} studies of "
           f"{t.subject.nunique()} subjects ({_splits(t)}); {normal} images with No Finding; "
           f"{int((t.report != '').sum())} images with a report")
+
+
+def _chest_from_openi(source: str, out: Path, seed: int, image_size: int,
+                      workers: int | None) -> None:
+    from radsearch.synth.chest_openi import generate_openi_chest, openi_reports_source
+
+    path = openi_reports_source() if source == "auto" else Path(source)
+    with _progress(None, "reports") as advance:
+        synth = generate_openi_chest(path, seed=seed, image_size=image_size, out_dir=out,
+                                     workers=workers, progress=advance)
+    t = synth.cohort.table
+    normal = int((t.labels == "No Finding").sum())
+    _done(synth.manifest, f"{len(t)} real OpenI reports, one phantom each ({_splits(t)}); "
+          f"{normal} with No Finding")
 
 
 @synth_app.command("sheet")

@@ -5,8 +5,12 @@ L = w_label·(BCE(img) + BCE(txt)) + α·L_sim + β·L_inv, where
 * L_sim, the common-space label-similarity loss, sums over the pairs (img, img), (img, txt),
   (txt, txt): θ_ij = ½·cos(a_i, b_j), S_ij = 1 when i and j share a label,
   ℓ = mean_ij[log(1 + e^θ_ij) − S_ij·θ_ij];
-* L_inv, the invariance loss, is the mean ‖u_i − v_i‖ between the image and report common vectors
-  of the same study.
+* L_inv, the invariance loss between the image and report common vectors of the same study:
+  ``l2`` = mean ‖u_i − v_i‖ (DSCMR's form, on raw vectors), ``l2sq`` = mean ‖u_i − v_i‖², or
+  ``cosine`` = mean (1 − cos(u_i, v_i)). The raw forms can be lowered by shrinking both branches
+  toward one point, which with a from-scratch image branch collapses the space (docs/mmdl.md);
+  ``cosine`` is scale-free, so only turning u_i toward v_i lowers it. Retrieval uses the
+  direction of u only, so ``cosine`` constrains exactly what retrieval reads.
 
 Text terms use only the studies that have a report (``has_report``), so the report pairing
 fraction p is a data knob. Uncertain labels follow a policy (``label_targets``).
@@ -71,9 +75,20 @@ def label_similarity_loss(a: torch.Tensor, b: torch.Tensor, labels_a: torch.Tens
     return (F.softplus(theta) - s * theta).mean()
 
 
-def invariance_loss(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Mean ‖u_i − v_i‖ over the studies with both an image and a report."""
-    return (u.float() - v.float()).norm(dim=1).mean()
+INVARIANCE_KINDS = ("l2", "l2sq", "cosine")
+
+
+def invariance_loss(u: torch.Tensor, v: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    """Image–report invariance over the studies with both: ``l2`` mean ‖u_i − v_i‖, ``l2sq``
+    mean ‖u_i − v_i‖², ``cosine`` mean (1 − cos(u_i, v_i))."""
+    u, v = u.float(), v.float()
+    if kind == "l2":
+        return (u - v).norm(dim=1).mean()
+    if kind == "l2sq":
+        return (u - v).pow(2).sum(dim=1).mean()
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(u, v, dim=1)).mean()
+    raise ConfigError(f"loss.invariance={kind!r}; use one of {', '.join(INVARIANCE_KINDS)}.")
 
 
 def info_nce(u: torch.Tensor, v: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -93,6 +108,7 @@ class MMDLWeights:
     gamma: float = 0.0
     temperature: float = 0.1
     text_label: float = 1.0  # weight of the report branch's BCE relative to the image branch's
+    invariance: str = "l2"   # l2 (DSCMR's raw form) | l2sq | cosine (scale-free), see module doc
 
 
 class MMDLLoss(nn.Module):
@@ -120,7 +136,7 @@ class MMDLLoss(nn.Module):
             terms["label_text"] = label_bce(logits_v, t, wt)
             terms["sim_it"] = label_similarity_loss(u, v, sim_labels, lt)
             terms["sim_tt"] = label_similarity_loss(v, v, lt, lt)
-            terms["invariance"] = invariance_loss(u[has_report], v)
+            terms["invariance"] = invariance_loss(u[has_report], v, w.invariance)
             terms["info_nce"] = info_nce(u[has_report], v, w.temperature) if w.gamma else zero
         else:
             for name in ("label_text", "sim_it", "sim_tt", "invariance", "info_nce"):

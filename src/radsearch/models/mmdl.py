@@ -116,6 +116,10 @@ class MMDLModel(nn.Module):
         common = self.shared(self.image_proj(self.image_features(images)))
         return common, self.classifier(common)
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Common-space image vectors (what the bf16 agreement check of train.precision embeds)."""
+        return self.forward_image(images)[0]
+
     def forward_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.text_encoder is None:
             raise ConfigError("mmdl: this model has no report branch (trained image-only).")

@@ -40,6 +40,8 @@ from radsearch.models.text import build_text_encoder
 from radsearch.training.config import _merge, apply_override
 from radsearch.training.embed import resolve_device
 from radsearch.training.mmdl_options import MMDLATH, MMDLImages, MMDLStage
+
+from radsearch.training.precision import autocast_context, resolve_cpu_precision
 from radsearch.training.rundir import RunDir
 
 
@@ -55,6 +57,10 @@ class MMDLData(_Strict):
     uncertain: Literal["u-zeros", "u-ones", "u-ignore"] = "u-zeros"
     pairing_seed: int = 0                                  # which studies keep their report
     label_noise: float = Field(0.0, ge=0.0, le=1.0)  # training studies whose labels are swapped
+    # incomplete training labels (an auto-labeller that misses findings): each positive finding of
+    # a training study is dropped with this probability; a study left without one becomes
+    # "No Finding". Reports and the evaluation labels stay complete.
+    label_dropout: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class MMDLModelConfig(_Strict):
@@ -81,6 +87,8 @@ class MMDLLossConfig(_Strict):
     gamma: float = Field(0.0, ge=0.0)
     temperature: float = Field(0.1, gt=0.0)
     text_label: float = Field(1.0, ge=0.0)
+    # cosine (scale-free, default since the collapse study) | l2 (DSCMR's raw ‖u − v‖) | l2sq
+    invariance: Literal["l2", "l2sq", "cosine"] = "cosine"
 
 
 class MMDLTrain(_Strict):
@@ -91,6 +99,8 @@ class MMDLTrain(_Strict):
     seed: int = 0
     device: str = "auto"
     threads: int = Field(0, ge=0)     # 0: leave torch's default
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # CPU bf16 autocast (training/precision)
+    channels_last: bool = False
 
 
 class MMDLRun(_Strict):
@@ -221,6 +231,33 @@ def noisy_training_targets(cohort: Cohort, states: np.ndarray, fraction: float, 
     return out
 
 
+def dropped_training_targets(cohort: Cohort, states: np.ndarray, fraction: float, seed: int
+                             ) -> np.ndarray:
+    """Incomplete training labels: each positive finding of a training study is dropped (set blank)
+    with probability ``fraction``, the same draw for every image of the study; a study left with
+    no positive becomes "No Finding" (what an auto-labeller that missed everything reports). The
+    reports and the evaluation labels stay complete, so reports then carry what labels lack."""
+    if fraction <= 0:
+        return states
+    table = cohort.table
+    study = table["study"].astype(str).to_numpy() if cohort.has("study") \
+        else np.arange(len(table)).astype(str)
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    studies = sorted(set(study[train]))
+    rng = np.random.default_rng([seed, 23])
+    drop_of = dict(zip(studies, rng.random((len(studies), states.shape[1])) < fraction))
+    nf = CHEXPERT_LABELS.index("No Finding")
+    out = states.copy()
+    for i in train:
+        row = out[i]
+        gone = drop_of[study[i]] & (row == 1)
+        gone[nf] = False
+        row[gone] = np.nan
+        if not (row == 1).any():
+            row[nf] = 1.0
+    return out
+
+
 def _batch_tensor(images: np.ndarray, rows: np.ndarray, train: bool,
                   rng: np.random.Generator) -> torch.Tensor:
     """uint8 → float in [-1, 1] [B, 1, H, W]; training adds a ±4 px shift and gain/gamma jitter."""
@@ -309,7 +346,7 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
     L = config.loss
     weights = MMDLWeights(label=L.label, alpha=L.alpha if L.kind == "mmdl" else 0.0,
                           beta=L.beta, gamma=L.gamma, temperature=L.temperature,
-                          text_label=L.text_label)
+                          text_label=L.text_label, invariance=L.invariance)
     criterion = MMDLLoss(weights)
     if config.ath.bits:
         A = config.ath
@@ -317,6 +354,8 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
                             A.quantization)
     states = noisy_training_targets(cohort, label_states(cohort), config.data.label_noise,
                                     config.data.pairing_seed)
+    states = dropped_training_targets(cohort, states, config.data.label_dropout,
+                                      config.data.pairing_seed)
     targets_all, weights_all = label_targets(states, config.data.uncertain)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                  lr=config.train.lr, betas=(0.9, 0.999), eps=1e-8,
@@ -325,8 +364,16 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
     has_text = np.array([bool(r.strip()) for r in reports]) if model.text_encoder is not None \
         else np.zeros(len(reports), bool)
     history = []
-    started = time.perf_counter()
     bs = config.train.batch_size
+    channels_last = config.train.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype, precision_note = None, "fp32"
+    if device.type == "cpu":
+        probe = _batch_tensor(images, train_rows[:min(bs, len(train_rows))], False, rng).to(device)
+        amp_dtype, precision_note = resolve_cpu_precision(config.train.precision, model, probe)
+    log(f"precision: {precision_note}")
+    started = time.perf_counter()
     for epoch in range(config.train.epochs):
         model.train()
         order = rng.permutation(train_rows)
@@ -335,11 +382,14 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
         for b in range(n_batches):
             rows = order[b * bs:(b + 1) * bs]
             x = _batch_tensor(images, rows, True, rng).to(device)
-            u, logits_u = model.forward_image(x)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             mask = torch.from_numpy(has_text[rows]).to(device)
             v = logits_v = None
-            if mask.any():
-                v, logits_v = model.forward_text([reports[i] for i in rows[has_text[rows]]])
+            with autocast_context(device, amp_dtype):
+                u, logits_u = model.forward_image(x)
+                if mask.any():
+                    v, logits_v = model.forward_text([reports[i] for i in rows[has_text[rows]]])
             terms = criterion(u, logits_u, targets_all[rows].to(device),
                               weights_all[rows].to(device), v, logits_v, mask)
             if not torch.isfinite(terms["loss"]):
@@ -351,13 +401,16 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
             for k, val in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(val.detach())
         row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}}
+        row.update(weighted_terms(row, weights))
         history.append(row)
-        log(f"epoch {epoch + 1}/{config.train.epochs} loss {row['loss']:.4f} "
-            f"(label {row['label_image']:.4f}, sim_ii {row['sim_ii']:.4f}, "
-            f"inv {row['invariance']:.4f})")
+        log(f"epoch {epoch + 1}/{config.train.epochs} loss {row['loss']:.4f} = label "
+            f"{row['w_label']:.4f} + sim {row['w_sim']:.4f} + inv {row['w_invariance']:.4f} "
+            f"+ nce {row['w_info_nce']:.4f}")
     train_seconds = time.perf_counter() - started
 
     space = retrieval_space(config)
+    if channels_last:
+        model = model.to(memory_format=torch.contiguous_format)
     vectors, logits = embed_all(model, images, space, device)
     result = evaluate_diagnostic(vectors, cohort, database="train", queries="test",
                                  classes=list(CHEXPERT_LABELS), logits=logits)
@@ -368,8 +421,10 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
                              else model.text_encoder.describe(),
                              "n_train_with_report": int(has_text[train_rows].sum()),
                              "n_train": int(len(train_rows)), "train_seconds": train_seconds,
+                             "precision": precision_note,
                              "evaluation": result.settings},
                 "history": history, "diagnostic": result.to_dict(),
+                "spread": embedding_spread(vectors[split == "test"]),
                 "per_query": per_query,
                 "query_rows": None if result.query_rows is None else result.query_rows.tolist()}
     if model.text_encoder is not None and space == "common":  # ATH codes: no text → image
@@ -387,6 +442,15 @@ def retrieval_space(config: MMDLConfig) -> str:
     if config.ath.bits:
         return f"hash-{config.ath.retrieval}"
     return "features" if config.loss.kind == "classifier" else "common"
+
+def weighted_terms(row: dict[str, float], w: MMDLWeights) -> dict[str, float]:
+    """Each term's contribution to the total loss (weight × mean value), so a term that has
+    vanished next to the others — the cause of the collapse in docs/mmdl.md — shows in the log."""
+    sim = row.get("sim_ii", 0.0) + row.get("sim_it", 0.0) + row.get("sim_tt", 0.0)
+    return {"w_label": w.label * (row.get("label_image", 0.0)
+                                  + w.text_label * row.get("label_text", 0.0)),
+            "w_sim": w.alpha * sim, "w_invariance": w.beta * row.get("invariance", 0.0),
+            "w_info_nce": w.gamma * row.get("info_nce", 0.0)}
 
 
 @torch.no_grad()
@@ -504,6 +568,13 @@ def summarise(results: dict[str, list[dict]], reference: str, n_boot: int = 2000
         if all(v is not None for v in t2i):
             row["text_P@10"] = float(np.mean(t2i))
         row["n_train_with_report"] = runs[0]["settings"]["n_train_with_report"]
+        data = runs[0]["settings"].get("data", {})
+        row["report_fraction"] = float(data.get("report_fraction", 0.0)) \
+            if runs[0]["settings"].get("text_encoder") else 0.0
+        row["shuffled"] = bool(data.get("shuffle_reports", False))
+        spreads = [r["spread"] for r in runs if "spread" in r]
+        if spreads:
+            row["spread"] = {k: float(np.mean([sp[k] for sp in spreads])) for k in spreads[0]}
         row["train_seconds"] = float(np.mean([r["settings"]["train_seconds"] for r in runs]))
         if name != reference:
             for m in (metric, "Acc@1"):
@@ -525,13 +596,39 @@ def summarise(results: dict[str, list[dict]], reference: str, n_boot: int = 2000
                                      "ci_excludes_0": bool(ci is not None
                                                            and (ci[0] > 0 or ci[1] < 0))}
         out["methods"][name] = row
+    _decide(out, metric)
     return out
+
+
+def _gains(delta: dict[str, Any] | None) -> bool:
+    """A gain: positive in every seed and a paired bootstrap interval entirely above 0."""
+    return bool(delta and delta["every_seed"] and delta["ci"] and delta["ci"][0] > 0)
+
+
+def _decide(summary: dict[str, Any], metric: str) -> None:
+    """The issue's decision rule per report arm: a gain counts only if it holds in every seed, its
+    paired bootstrap interval excludes 0 and no shuffled-report control in the table gains too."""
+    methods = summary["methods"]
+    has_control = any(r.get("shuffled") for r in methods.values())
+    control_gains = any(_gains(r.get(f"delta {metric}")) for r in methods.values()
+                        if r.get("shuffled"))
+    for row in methods.values():
+        delta = row.get(f"delta {metric}")
+        if delta is None or not row.get("report_fraction"):
+            continue
+        if row.get("shuffled"):
+            row["verdict"] = "control gains" if _gains(delta) else "control: no gain"
+        elif not _gains(delta):
+            row["verdict"] = "no gain"
+        else:
+            row["verdict"] = ("no (control gains too)" if control_gains else "gain") \
+                if has_control else "undecided (no shuffled control)"
 
 
 def comparison_markdown(summary: dict[str, Any]) -> str:
     ref, metric = summary["reference"], summary["metric"]
     head = ["method", *TABLE_METRICS, f"Δ{metric} vs {ref} [95% CI]", "Δ per seed",
-            "ΔAcc@1", "text→image P@10", "train s/run"]
+            "ΔAcc@1", "verdict", "mean cos", "text→image P@10", "train s/run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in summary["methods"].items():
         cells = [name] + [f"{row[m]['mean']:.3f} ± {row[m]['se']:.3f}" for m in TABLE_METRICS]
@@ -542,9 +639,33 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
             cells.append(cell)
             if m == metric:
                 cells.append("—" if d is None else " ".join(f"{x:+.3f}" for x in d["per_seed"]))
+        cells.append(row.get("verdict", "—"))
+        cells.append(f"{row['spread']['mean_cosine']:.3f}" if "spread" in row else "—")
         cells.append(f"{row['text_P@10']:.3f}" if "text_P@10" in row else "—")
         cells.append(f"{row['train_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + sweep_markdown(summary)
+
+
+def sweep_markdown(summary: dict[str, Any]) -> str:
+    """Pairing-fraction sweep: the reference (p = 0) and the unshuffled report arms named
+    ``*-p<fraction>`` with nothing else changed, by p."""
+    ref, metric = summary["reference"], summary["metric"]
+    methods = summary["methods"]
+    arms = [(0.0, ref)] + sorted(
+        (r["report_fraction"], n) for n, r in methods.items()
+        if n != ref and r.get("report_fraction") and not r.get("shuffled")
+        and n.rsplit("-p", 1)[-1] == f"{r['report_fraction']:g}")
+    if len(arms) < 2:
+        return ""
+    lines = ["", f"| p (share of training studies with a report) | method | {metric} | "
+             f"Δ{metric} [95% CI] | Δ per seed |", "|---|---|---|---|---|"]
+    for p, name in arms:
+        row, d = methods[name], methods[name].get(f"delta {metric}")
+        delta = "—" if d is None else f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+        per_seed = "—" if d is None else " ".join(f"{x:+.3f}" for x in d["per_seed"])
+        lines.append(f"| {p:g} | {name} | {row[metric]['mean']:.3f} ± {row[metric]['se']:.3f} | "
+                     f"{delta} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 
