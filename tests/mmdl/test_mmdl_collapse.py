@@ -156,7 +156,7 @@ def _run(shift, seed: int, fraction: float, shuffled: bool = False) -> dict:
 
 
 def test_decision_rule_every_seed_interval_and_shuffled_control():
-    from radsearch.training.mmdl import comparison_markdown, summarise
+    from radsearch.training.mmdl_compare import comparison_markdown, summarise
 
     results = {"image-mmdl": [_run(0.0, s, 0.0) for s in range(3)],
                "report-mmdl-p1": [_run(0.05, s, 1.0) for s in range(3)],

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from radsearch.synth import generate_chest
-from radsearch.training.mmdl import compare_mmdl, load_mmdl_config, read_results
+from radsearch.training.mmdl import load_mmdl_config, read_results
+from radsearch.training.mmdl_compare import compare_mmdl
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 EXT = ["mmdl-mimic-s2.yaml", "mmdl-mimic-ablation.yaml", "mmdl-synth-chest-ext.yaml",

@@ -9,7 +9,8 @@ import torch
 from radsearch.cli.main import main
 from radsearch.errors import ConfigError, DataError
 from radsearch.synth import generate_chest
-from radsearch.training.mmdl import compare_mmdl, load_mmdl_config, load_mmdl_run, train_mmdl
+from radsearch.training.mmdl import load_mmdl_config, load_mmdl_run, train_mmdl
+from radsearch.training.mmdl_compare import compare_mmdl
 from radsearch.training.mmdl_finetune import finetune_mmdl
 
 TINY = ["model.backbone=resnet18", "model.dim=8", "model.hidden=8", "data.image_size=32",
@@ -68,6 +69,8 @@ def test_stage_without_parent_is_one_line():
     cfg = load_mmdl_config(None, [*TINY, "stage.loss=triplet"])
     with pytest.raises(ConfigError, match="stage.parent is not set"):
         finetune_mmdl(cfg, "unused", log=lambda m: None)
+    with pytest.raises(ConfigError, match="mmdl finetune"):   # the trainer never fine-tunes
+        train_mmdl(cfg, "unused", log=lambda m: None)
     with pytest.raises(ConfigError, match="stage.loss"):
         load_mmdl_config(None, ["stage.loss=ndcg"])
 

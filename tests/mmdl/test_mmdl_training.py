@@ -13,11 +13,10 @@ from radsearch.datasets.labels import CHEXPERT_LABELS
 from radsearch.errors import ConfigError
 from radsearch.evaluation import evaluate_diagnostic
 from radsearch.synth import generate_chest
-from radsearch.training.mmdl import (comparison_markdown, embed_all, embedding_spread,
-                                     label_states, load_mmdl_config, load_mmdl_run,
-                                     noisy_training_targets, paired_bootstrap,
-                                     report_label_recovery, summarise, train_mmdl,
-                                     training_reports)
+from radsearch.training.mmdl import (embed_all, embedding_spread, label_states,
+                                     load_mmdl_config, load_mmdl_run, noisy_training_targets,
+                                     report_label_recovery, train_mmdl, training_reports)
+from radsearch.training.mmdl_compare import comparison_markdown, paired_bootstrap, summarise
 
 
 def _cohort() -> Cohort:

@@ -32,11 +32,12 @@ def train_command(
     out: Path = typer.Option(None, "--out", help="Run folder (default: run.out_dir)."),
 ) -> None:
     """Train one MMDL model and evaluate image→image retrieval (train = database, test = queries)."""
-    from radsearch.training.mmdl import TABLE_METRICS, load_mmdl_config, train_mmdl
+    from radsearch.training.mmdl import TABLE_METRICS, load_mmdl_config
+    from radsearch.training.mmdl_compare import train_or_finetune
 
     cfg = load_mmdl_config(config, overrides or [])
     run = out or Path(cfg.run.out_dir)
-    result = train_mmdl(cfg, run, log=_log)
+    result = train_or_finetune(cfg, run, log=_log)
     groups = result["diagnostic"]["groups"]["all"]
     console().print(f"[green]done[/] {run}: " + ", ".join(f"{m} {groups[m]:.3f}"
                                                         for m in TABLE_METRICS), highlight=False)
@@ -56,7 +57,8 @@ def compare_command(
 ) -> None:
     """Train every method × seed (finished runs are reused) and write the comparison table."""
     from radsearch.errors import ConfigError
-    from radsearch.training.mmdl import compare_mmdl, load_mmdl_config
+    from radsearch.training.mmdl import load_mmdl_config
+    from radsearch.training.mmdl_compare import compare_mmdl
 
     cfg = load_mmdl_config(config, overrides or [])
     methods = dict(cfg.compare.methods)

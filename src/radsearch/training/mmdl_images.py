@@ -2,7 +2,7 @@
 array (a memory-mapped ``.npy``) above a memory budget — MIMIC-CXR at 224 px is ~11 GB.
 
 The file is built once per (image list with each file's size and mtime, image size): rows are
-decoded by the same :func:`radsearch.training.mmdl.load_images` as the in-RAM path, in chunks,
+decoded by the same :func:`load_images` as the in-RAM path, in chunks,
 into a temporary that is renamed into place (:func:`radsearch.io.atomic_path`), so an interrupted
 build never leaves a half-written cache. It is then opened read-only (``np.load(mmap_mode="r")``):
 batches index it exactly like the in-RAM array (``images[rows]``) and the OS page cache keeps what
@@ -18,13 +18,22 @@ from pathlib import Path
 import numpy as np
 
 from radsearch.cohort import Cohort
+from radsearch.data.cache import resize_unit_image
 from radsearch.errors import ConfigError
+from radsearch.images import read_image
 from radsearch.io import atomic_path
-from radsearch.training.mmdl import load_images
 from radsearch.training.mmdl_options import MMDLImages
 
 CACHE_VERSION = 1  # bump when load_images' decoding or resizing changes
 CHUNK = 512        # rows decoded between writes
+
+
+def load_images(cohort: Cohort, size: int) -> np.ndarray:
+    """Every image decoded once, resized to size × size, as uint8 [N, size, size]."""
+    out = np.empty((len(cohort), size, size), np.uint8)
+    for i, path in enumerate(cohort.image_paths()):
+        out[i] = np.round(resize_unit_image(read_image(path), size) * 255.0).astype(np.uint8)
+    return out
 
 
 def cache_key(cohort: Cohort, size: int) -> str:
