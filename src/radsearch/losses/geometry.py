@@ -108,12 +108,18 @@ def check_labels(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 def similarity_geometry(sim: torch.Tensor, labels: torch.Tensor) -> TripletGeometry:
     """Geometry from a precomputed (B, B) similarity matrix (tests feed a leaf tensor here)."""
-    same = labels[:, None] == labels[None, :]
+    return geometry_of_pairs(sim, labels[:, None] == labels[None, :],
+                             f"the batch of {len(labels)} embeddings has no positive pair (no "
+                             "subject appears twice); use an m-per-subject sampler (m >= 2) so "
+                             "every batch has pairs.")
+
+
+def geometry_of_pairs(sim: torch.Tensor, same: torch.Tensor, no_pair: str) -> TripletGeometry:
+    """Arrange ``sim`` by positive pair, given which pairs are "same" (a (B, B) bool mask with a
+    true diagonal); ``no_pair`` is the one-line error when the batch has no positive pair."""
     anchor, positive = torch.nonzero(same.triu(1) | same.tril(-1), as_tuple=True)
     if anchor.numel() == 0:
-        raise DataError(f"the batch of {len(labels)} embeddings has no positive pair (no subject "
-                        "appears twice); use an m-per-subject sampler (m >= 2) so every batch has "
-                        "pairs.")
+        raise DataError(no_pair)
     with torch.no_grad():
         values = sim.detach()
         s_ap = values[anchor, positive]
@@ -122,7 +128,7 @@ def similarity_geometry(sim: torch.Tensor, labels: torch.Tensor) -> TripletGeome
         neg_upper = (~same).triu(1)
         neg_pair_sims = values[neg_upper]
         # counted without summing bools (a bool sum first copies the mask to int64)
-        neg_count = (len(labels) - torch.count_nonzero(same, dim=1))[anchor]
+        neg_count = (len(same) - torch.count_nonzero(same, dim=1))[anchor]
     return TripletGeometry(sim, anchor, positive, s_ap, delta, neg, neg_upper, neg_pair_sims,
                            same, neg_count)
 

@@ -27,9 +27,9 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning.reducers import DoNothingReducer
 from torch import nn
 
-from radsearch.errors import ConfigError, DataError
+from radsearch.errors import ConfigError
 from radsearch.losses.adatriplet import AdaTripletLoss
-from radsearch.losses.geometry import TripletGeometry
+from radsearch.losses.geometry import TripletGeometry, geometry_of_pairs
 
 RANKING_LOSSES = ("triplet", "fastap", "smoothap", "adatriplet")
 
@@ -55,19 +55,8 @@ def relevance_geometry(sim: torch.Tensor, relevant: torch.Tensor) -> TripletGeom
     """:class:`TripletGeometry` with "same" = a relevance mask instead of equal subject labels."""
     same = relevant.bool().clone()
     same.fill_diagonal_(True)
-    anchor, positive = torch.nonzero(same.triu(1) | same.tril(-1), as_tuple=True)
-    if anchor.numel() == 0:
-        raise DataError(f"the batch of {len(same)} images has no pair sharing a label; use a "
-                        "larger stage.batch_size.")
-    with torch.no_grad():
-        values = sim.detach()
-        s_ap = values[anchor, positive]
-        delta = s_ap[:, None] - values[anchor]
-        neg = ~same[anchor]
-        neg_upper = (~same).triu(1)
-        neg_count = (len(same) - torch.count_nonzero(same, dim=1))[anchor]
-    return TripletGeometry(sim, anchor, positive, s_ap, delta, neg, neg_upper,
-                           values[neg_upper], same, neg_count)
+    return geometry_of_pairs(sim, same, f"the batch of {len(same)} images has no pair sharing a "
+                             "label; use a larger stage.batch_size.")
 
 
 def smooth_ap_loss(embeddings: torch.Tensor, relevant: torch.Tensor,

@@ -196,6 +196,16 @@ def training_reports(cohort: Cohort, fraction: float, shuffle: bool, seed: int) 
     return [text_of[s] if s in kept_set else "" for s in study]
 
 
+def _training_studies(cohort: Cohort) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Study id per row (the row itself when there is no study column), the training rows, and
+    the sorted training studies: label perturbations are drawn per study, in a stable order."""
+    table = cohort.table
+    study = table["study"].astype(str).to_numpy() if cohort.has("study") \
+        else np.arange(len(table)).astype(str)
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    return study, train, sorted(set(study[train]))
+
+
 def noisy_training_targets(cohort: Cohort, states: np.ndarray, fraction: float, seed: int
                            ) -> np.ndarray:
     """Label noise for training only: a fraction of the training studies take the label states of
@@ -203,11 +213,7 @@ def noisy_training_targets(cohort: Cohort, states: np.ndarray, fraction: float, 
     the reports carry information the training labels lack."""
     if fraction <= 0:
         return states
-    table = cohort.table
-    study = table["study"].astype(str).to_numpy() if cohort.has("study") \
-        else np.arange(len(table)).astype(str)
-    train = np.flatnonzero(table["split"].to_numpy() == "train")
-    studies = sorted(set(study[train]))
+    study, train, studies = _training_studies(cohort)
     rng = np.random.default_rng([seed, 17])
     noisy = rng.permutation(len(studies))[: int(round(fraction * len(studies)))]
     donors = rng.integers(0, len(studies), size=len(noisy))
@@ -230,11 +236,7 @@ def dropped_training_targets(cohort: Cohort, states: np.ndarray, fraction: float
     reports and the evaluation labels stay complete, so reports then carry what labels lack."""
     if fraction <= 0:
         return states
-    table = cohort.table
-    study = table["study"].astype(str).to_numpy() if cohort.has("study") \
-        else np.arange(len(table)).astype(str)
-    train = np.flatnonzero(table["split"].to_numpy() == "train")
-    studies = sorted(set(study[train]))
+    study, train, studies = _training_studies(cohort)
     rng = np.random.default_rng([seed, 23])
     drop_of = dict(zip(studies, rng.random((len(studies), states.shape[1])) < fraction))
     nf = CHEXPERT_LABELS.index("No Finding")
@@ -417,8 +419,17 @@ def train_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
                 "spread": embedding_spread(vectors[split == "test"]),
                 "per_query": per_query,
                 "query_rows": None if result.query_rows is None else result.query_rows.tolist()}
-    if model.text_encoder is not None and space == "common":  # ATH codes: no text → image
+    return save_mmdl_run(out, config, model, out_json, cohort, vectors, space, device)
+
+
+def save_mmdl_run(out: Path, config: MMDLConfig, model: MMDLModel, out_json: dict[str, Any],
+                  cohort: Cohort, vectors: np.ndarray, space: str, device: torch.device
+                  ) -> dict[str, Any]:
+    """Add text → image precision (common space only: ATH codes and D121 features have no text
+    side) and write ``config.yaml``, ``model.pt`` (atomically) and ``results.json``."""
+    if model.text_encoder is not None and space == "common":
         out_json["text_to_image"] = text_to_image_precision(model, cohort, vectors, device)
+    out.mkdir(parents=True, exist_ok=True)
     run = RunDir(out)
     write_text(run.config, yaml.safe_dump(config.model_dump(), sort_keys=False))
     with atomic_path(run / "model.pt") as tmp:

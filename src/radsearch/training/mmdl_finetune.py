@@ -17,20 +17,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from radsearch.cohort import Cohort
 from radsearch.data.seeding import seed_everything
 from radsearch.datasets.labels import CHEXPERT_LABELS
 from radsearch.errors import ConfigError, DataError
 from radsearch.evaluation import evaluate_diagnostic
-from radsearch.io import atomic_path, write_json, write_text
 from radsearch.losses.mmdl import label_bce, label_targets
 from radsearch.losses.ranking import MultiLabelRankingLoss
 from radsearch.training.embed import resolve_device
 from radsearch.training.mmdl import (MMDLConfig, _batch_tensor, embed_all, label_states,
-                                     load_mmdl_run, noisy_training_targets,
-                                     read_results, retrieval_space, text_to_image_precision)
+                                     load_mmdl_run, noisy_training_targets, read_results,
+                                     retrieval_space, save_mmdl_run)
 from radsearch.training.mmdl_images import training_images
 from radsearch.training.rundir import RunDir
 
@@ -152,16 +150,7 @@ def finetune_mmdl(config: MMDLConfig, out_dir: str | Path | None = None, *,
                              "evaluation": result.settings},
                 "history": history, "diagnostic": result.to_dict(), "per_query": per_query,
                 "query_rows": None if result.query_rows is None else result.query_rows.tolist()}
-    if model.text_encoder is not None and space == "common":
-        out_json["text_to_image"] = text_to_image_precision(model, cohort, vectors, device)
-    out.mkdir(parents=True, exist_ok=True)
-    run = RunDir(out)
-    write_text(run.config, yaml.safe_dump(run_cfg.model_dump(), sort_keys=False))
-    with atomic_path(run / "model.pt") as tmp:
-        torch.save({"model": model.state_dict(), "config": run_cfg.model_dump()}, tmp)
-    write_json(run.results, out_json)
-    return out_json
-
+    return save_mmdl_run(Path(out), run_cfg, model, out_json, cohort, vectors, space, device)
 
 
 def finetune_from_run(run: str | Path, loss: str, out_dir: str | Path,
