@@ -33,9 +33,20 @@ BIRTH = "19420317"
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return _free_ports(1)[0]
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: every socket stays bound until all are chosen (asked
+    one at a time, the kernel can hand out the same port twice)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture
@@ -44,7 +55,7 @@ def orthanc(tmp_path, require_system):
     require_system(ORTHANC.is_file() and DICOMWEB_PLUGIN.exists(),
             "Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc "
             "orthanc-dicomweb)")
-    http, dicom = _free_port(), _free_port()
+    http, dicom = _free_ports(2)
     storage = tmp_path / "orthanc"
     storage.mkdir()
     config = storage / "orthanc.json"
