@@ -140,3 +140,24 @@ def browser_page(chromium_path):
             yield page, errors
         finally:
             browser.close()
+
+
+@pytest.fixture
+def wait_for_js():
+    """``wait(page, expression)`` polls a JavaScript expression from Python until it is truthy.
+
+    Not Playwright's ``wait_for_function``: once it has to poll, it re-evaluates the expression with
+    ``eval`` inside the page, which the page's own CSP (``script-src 'self'``, no 'unsafe-eval')
+    forbids, so it failed whenever the condition was not already true. ``page.evaluate`` runs
+    through the DevTools protocol and is not subject to the page's CSP.
+    """
+    import time
+
+    def wait(page, expression: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout      # a busy shared CI machine, not a timing test
+        while not page.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not true within {timeout:.0f} s: {expression}")
+            time.sleep(0.05)
+
+    return wait

@@ -53,7 +53,7 @@ def server(viewer, run_dir, live_server):
     return live_server(SearchEngine.load(viewer[0], run_dir, device="cpu"))
 
 
-def test_upload_results_and_side_by_side(server, viewer, browser_page, tmp_path):
+def test_upload_results_and_side_by_side(server, viewer, browser_page, wait_for_js, tmp_path):
     SCREENSHOT = REPO / os.environ.get("RADSEARCH_SCREENSHOTS", tmp_path) / "service.png"
     _, cohort, subjects = viewer
     table = cohort.table
@@ -62,8 +62,8 @@ def test_upload_results_and_side_by_side(server, viewer, browser_page, tmp_path)
     query = cohort.image_paths()[row]
     page, errors = browser_page
     page.goto(server)
-    page.wait_for_function("document.getElementById('index-info').textContent"
-                           ".includes('calibrated')")
+    wait_for_js(page, "document.getElementById('index-info').textContent"
+                ".includes('calibrated')")
     assert "12 images of 6 subjects" in page.inner_text("#index-info")
     page.select_option("#query-side", "L")
     page.fill("#k", "6")
@@ -76,8 +76,8 @@ def test_upload_results_and_side_by_side(server, viewer, browser_page, tmp_path)
     assert "T = " in decision and ("no candidate above" in decision
                                    or "candidate above" in decision)
     assert page.locator("#query-images img").count() == 1
-    page.wait_for_function("Array.from(document.querySelectorAll('#hits img'))"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_js(page, "Array.from(document.querySelectorAll('#hits img'))"
+                ".every(i => i.complete && i.naturalWidth > 0)")
 
     cards.first.click()
     page.wait_for_selector("#compare[data-ready='1']")

@@ -119,7 +119,7 @@ def text_server(text_engine, live_server):
     return live_server(text_engine)
 
 
-def test_page_searches_by_text(text_server, browser_page, tmp_path):
+def test_page_searches_by_text(text_server, browser_page, wait_for_js, tmp_path):
     screenshot = REPO / os.environ.get("RADSEARCH_SCREENSHOTS", tmp_path) / "service-text.png"
     page, errors = browser_page
     page.goto(text_server)
@@ -134,8 +134,8 @@ def test_page_searches_by_text(text_server, browser_page, tmp_path):
     assert "score" in cards.first.inner_text() and "subject C" in cards.first.inner_text()
     assert QUERY in page.inner_text("#query-images")
     assert "Text query" in page.inner_text("#decision")
-    page.wait_for_function("Array.from(document.querySelectorAll('#hits img'))"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_js(page, "Array.from(document.querySelectorAll('#hits img'))"
+                ".every(i => i.complete && i.naturalWidth > 0)")
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(screenshot))
 
