@@ -29,13 +29,12 @@ from radsearch.service.audit import AuditLog
 from radsearch.service.auth import authorised
 from radsearch.service.batching import MicroBatcher
 from radsearch.service.engine import RERANK, ItemNotFound
-from radsearch.service.limits import BodyLimitMiddleware
+from radsearch.service.limits import MAX_FILTER_CHARS, MAX_FILTERS, MAX_K, BodyLimitMiddleware
 from radsearch.service.render import FULL_PX, THUMBNAIL_PX, PngCache, data_url, to_png
 from radsearch.service.text import text_router
 from radsearch.service.uploads import Limits, UploadError, decode_upload
 
 log = logging.getLogger(__name__)
-MAX_K = 100
 BY = ("image", "subject")
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -314,9 +313,10 @@ def _search_params(form) -> dict:
     if side not in ("", "L", "R"):
         raise UploadError(f"side={side[:40]!r}: the query's side is L, R or empty.", status=422)
     filters = [str(f) for f in form.getlist("filter") if str(f).strip()]
-    if any(hasattr(f, "read") for f in form.getlist("filter")) or len(filters) > 16 \
-            or any(len(f) > 200 for f in filters):
-        raise UploadError("filter: at most 16 text filters of up to 200 characters.", status=422)
+    if any(hasattr(f, "read") for f in form.getlist("filter")) or len(filters) > MAX_FILTERS \
+            or any(len(f) > MAX_FILTER_CHARS for f in filters):
+        raise UploadError(f"filter: at most {MAX_FILTERS} text filters of up to "
+                          f"{MAX_FILTER_CHARS} characters.", status=422)
     excluded = [str(s) for s in form.getlist("exclude_subject") if str(s).strip()]
     filters += [f"subject!={s}" for s in excluded[:16]]
     return {"k": k, "by": by, "filters": filters, "rerank": rerank, "side": side}

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import json
 
+# bounds on search parameters, shared by POST /search and POST /search/text
+MAX_K = 100              # candidates per answer
+MAX_FILTERS = 16         # filters per query
+MAX_FILTER_CHARS = 200   # characters per filter
+
 
 class BodyTooLarge(Exception):
     pass

@@ -18,10 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from radsearch.errors import ConfigError
 from radsearch.search.searcher import MAX_TEXT_CHARS, check_text
 from radsearch.service.engine import _public_hit
+from radsearch.service.limits import MAX_FILTER_CHARS, MAX_FILTERS, MAX_K
 from radsearch.service.uploads import UploadError
-
-MAX_K = 100
-MAX_FILTERS = 16
 
 
 class TextQuery(BaseModel):
@@ -46,8 +44,9 @@ def text_router(engine, audit) -> APIRouter:
             text = check_text(query.text)
         except ConfigError as exc:
             raise UploadError(str(exc), status=422) from None
-        if any(len(f) > 200 for f in query.filters):
-            raise UploadError("filters: each filter has at most 200 characters.", status=422)
+        if any(len(f) > MAX_FILTER_CHARS for f in query.filters):
+            raise UploadError(f"filters: each filter has at most {MAX_FILTER_CHARS} characters.",
+                              status=422)
         if not engine.searcher.has_text:
             raise UploadError("this index was built with a run that has no report encoder; "
                               "search by text needs an index built from an MMDL run trained "
